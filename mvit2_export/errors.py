@@ -1,0 +1,93 @@
+"""Typed errors. Each carries the one-line message the CLI prints and the exit code it uses.
+
+Library code raises these (never `assert` for user input); the CLI maps them to a line on stderr
+and a non-zero exit, with a traceback only under --verbose.
+"""
+
+from __future__ import annotations
+
+
+class Mvit2ExportError(Exception):
+    """Base class: a problem the user can act on, described in one line."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class CheckpointError(Mvit2ExportError):
+    """A checkpoint that is missing, unreadable, unsafe or does not match the architecture."""
+
+    exit_code = 2
+
+
+class ConfigError(Mvit2ExportError):
+    """A config.json that is not a MobileViTV2 config, or whose values the architecture cannot take."""
+
+    exit_code = 2
+
+
+class InputSizeError(Mvit2ExportError):
+    """An image size the architecture cannot take (patches must tile every transformer stage)."""
+
+    exit_code = 2
+
+
+class UsageError(Mvit2ExportError):
+    """A bad command-line value or an unsupported combination of options."""
+
+    exit_code = 2
+
+
+class OutputExistsError(Mvit2ExportError):
+    """An output that already exists without --force, or an output path that cannot be written."""
+
+    exit_code = 2
+
+
+class BackendMissingError(Mvit2ExportError):
+    """An optional backend whose packages are not installed; the message names the extra to install."""
+
+    exit_code = 3
+
+    def __init__(self, backend: str, extra: str, detail: str = "") -> None:
+        hint = f"pip install 'mvit2-export[{extra}]'"
+        msg = f"the {backend} backend is not available ({detail}); install it with: {hint}"
+        if not detail:
+            msg = f"the {backend} backend is not available; install it with: {hint}"
+        super().__init__(msg)
+
+
+class RewriteError(Mvit2ExportError):
+    """A graph rewrite that broke the program (validation or re-trace failed after it)."""
+
+    exit_code = 4
+
+
+class ExportError(Mvit2ExportError):
+    """A backend converter that failed on the rewritten program."""
+
+    exit_code = 4
+
+
+class UnsupportedOpError(Mvit2ExportError):
+    """An operation a runtime or interpreter here does not implement."""
+
+    exit_code = 4
+
+
+class ParityError(Mvit2ExportError):
+    """An artifact whose outputs do not match the PyTorch reference within the stated thresholds."""
+
+    exit_code = 5
+
+
+class IntegrityError(Mvit2ExportError):
+    """An artifact listed in a manifest that is missing or whose sha256 changed."""
+
+    exit_code = 6

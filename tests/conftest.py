@@ -1,0 +1,72 @@
+"""Shared fixtures: transformers' MobileViTV2 (the oracle) saved with save_pretrained, and real photos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# Two cores: avoid oversubscription between torch, onnxruntime and numpy.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+ARCH = {
+    "classification": "MobileViTV2ForImageClassification",
+    "segmentation": "MobileViTV2ForSemanticSegmentation",
+    "backbone": "MobileViTV2Model",
+}
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
+
+
+def build_hf_model(task: str, seed: int = 0, **config_kwargs):
+    """transformers' model with random, non-trivial weights (BatchNorm statistics and norm affines included)."""
+    transformers = pytest.importorskip("transformers")
+    from mvit2_export.model.random_init import randomize_weights
+
+    kwargs = {"num_labels": 10, "image_size": 64, "width_multiplier": 0.5}
+    kwargs.update(config_kwargs)
+    config = transformers.MobileViTV2Config(**kwargs)
+    config.architectures = [ARCH[task]]
+    model = getattr(transformers, ARCH[task])(config).eval()
+    return randomize_weights(model, seed)
+
+
+def hf_forward(model, x: torch.Tensor):
+    """The oracle's outputs in our output convention."""
+    with torch.no_grad():
+        out = model(pixel_values=x)
+    if hasattr(out, "logits"):
+        return out.logits
+    return out.last_hidden_state, out.pooler_output
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoint(tmp_path_factory):
+    """Factory: save transformers' model via save_pretrained; returns (folder, model). Cached per config."""
+    cache: dict[tuple, tuple[Path, object]] = {}
+
+    def make(task: str = "classification", **config_kwargs):
+        key = (task, tuple(sorted(config_kwargs.items())))
+        if key not in cache:
+            model = build_hf_model(task, **config_kwargs)
+            folder = tmp_path_factory.mktemp(f"hf-{task}")
+            model.save_pretrained(folder)
+            cache[key] = (folder, model)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    """Real photos shipped with scikit-image, as uint8 RGB arrays."""
+    data = pytest.importorskip("skimage.data")
+    out = {}
+    for name in PHOTOS:
+        img = getattr(data, name)()
+        if img.ndim == 2:
+            img = np.stack([img] * 3, axis=-1)
+        out[name] = np.ascontiguousarray(img[..., :3]).astype(np.uint8)
+    return out

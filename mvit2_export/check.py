@@ -1,0 +1,73 @@
+"""`mvit2-export check`: re-verify exported artifacts (sha256 and parity) against the reference. A CI gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .api import load_reference_for_manifest
+from .errors import IntegrityError, Mvit2ExportError, ParityError
+from .exporters import get_exporter
+from .exporters.base import default_threads
+from .manifest import read_manifest, verify_artifact
+from .parity.run import run_parity
+
+
+@dataclass
+class CheckResult:
+    path: str
+    target: str
+    precision: str
+    passed: bool
+    detail: str
+    parity: dict[str, Any] | None = None
+
+
+def manifest_entries(path: Path) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    """(OUT dir, manifest, entries to check) for an OUT directory or one artifact inside one."""
+    path = Path(path)
+    if not path.exists():
+        raise IntegrityError(f"{path}: no such file or directory")
+    if path.is_dir() and not path.name.endswith(".mlpackage"):
+        manifest = read_manifest(path)
+        return path, manifest, manifest["artifacts"]
+    out = path.parent
+    manifest = read_manifest(out)
+    entries = [a for a in manifest["artifacts"] if (out / a["path"]).resolve() == path.resolve()]
+    if not entries:
+        raise IntegrityError(f"{path}: not listed in {out / 'manifest.json'}")
+    return out, manifest, entries
+
+
+def check(path: str | Path, checkpoint: str | None = None, threads: int | None = None) -> list[CheckResult]:
+    """Check every artifact; returns one result each. Raises ParityError/IntegrityError if any failed."""
+    out, manifest, entries = manifest_entries(Path(path))
+    model = load_reference_for_manifest(manifest, checkpoint)
+    size = int(manifest["model"]["image_size"])
+    results: list[CheckResult] = []
+    for entry in entries:
+        label = (entry["path"], entry["target"], entry["precision"])
+        try:
+            artifact = verify_artifact(out, entry)
+            runner = get_exporter(entry["target"]).load_runner(artifact, entry, threads or default_threads())
+            report = run_parity(model, runner, entry["precision"], size)
+        except Mvit2ExportError as exc:
+            results.append(CheckResult(*label, passed=False, detail=exc.message))
+            continue
+        detail = "ok" if report.passed else "; ".join(report.failures())
+        if report.passed and not report.gated:
+            detail = f"ok ({report.note})"
+        results.append(CheckResult(*label, passed=report.passed, detail=detail, parity=report.to_dict()))
+    failed = [r for r in results if not r.passed]
+    if failed:
+        kind = (
+            IntegrityError
+            if any("sha256" in r.detail or "missing" in r.detail for r in failed)
+            else ParityError
+        )
+        raise kind(
+            f"{len(failed)} of {len(results)} artifacts failed: "
+            + " | ".join(f"{r.path}: {r.detail}" for r in failed)
+        )
+    return results

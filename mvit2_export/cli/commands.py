@@ -1,0 +1,270 @@
+"""Argument definitions and handlers of each command. Handlers return the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import UsageError
+
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+# -- shared arguments --------------------------------------------------------------------------------
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        help="HF-format folder (config.json + model.safetensors) or hub id; default: embedded untrained model",
+    )
+    p.add_argument(
+        "--task", choices=("classification", "segmentation", "backbone"), help="default: from config.json"
+    )
+    p.add_argument("--width", type=float, help="width multiplier of the embedded default model (0.5..2.0)")
+    p.add_argument("--image-size", type=int, help="input height and width (default: the config's image_size)")
+
+
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default="fp32", help="comma list of fp32, fp16, int8 (default fp32)")
+    p.add_argument("--out", default="mvit2_out", help="output directory (default ./mvit2_out)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check after export")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory / artifacts")
+    p.add_argument(
+        "--embed-preprocessing",
+        action="store_true",
+        help="uint8 RGB NHWC input; scaling, BGR flip and layout in the graph",
+    )
+    p.add_argument(
+        "--calibration-images", help="folder of images for int8 calibration (default: bundled photos)"
+    )
+    p.add_argument("--threads", type=int, help="runtime threads for parity checks")
+    p.add_argument("--opset", type=int, help="ONNX opset")
+    p.add_argument("--deployment-target", help="Core ML minimum deployment target (default iOS16)")
+    p.add_argument(
+        "--input-type", choices=("image", "tensor"), help="Core ML input: image (default) or tensor"
+    )
+    p.add_argument("--compression", help="Core ML weight compression: int8, palettize6 (or paletteN), w8a8")
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    onnx: dict[str, Any] = {}
+    coreml: dict[str, Any] = {}
+    if args.opset is not None:
+        onnx["opset"] = args.opset
+    if args.deployment_target:
+        coreml["deployment_target"] = args.deployment_target
+    if args.input_type:
+        coreml["input_type"] = args.input_type
+    if args.compression:
+        coreml["compression"] = args.compression
+    return {"onnx": onnx, "coreml": coreml}
+
+
+@contextmanager
+def progress() -> Iterator[Any]:
+    """A rich spinner with the current step on a terminal; silent otherwise (CI logs stay clean)."""
+    if not err_console.is_terminal:
+        yield lambda _msg: None
+        return
+    with err_console.status("starting") as status:
+        yield lambda msg: status.update(msg)
+
+
+# -- export ----------------------------------------------------------------------------------------
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..api import export
+
+    with progress() as say:
+        try:
+            manifest = export(
+                args.checkpoint,
+                args.target,
+                args.out,
+                args.precision,
+                task=args.task,
+                width=args.width,
+                image_size=args.image_size,
+                check=not args.no_check,
+                force=args.force,
+                embed_preprocessing=args.embed_preprocessing,
+                calibration_images=args.calibration_images,
+                backend_options=backend_options(args),
+                threads=args.threads,
+                progress=say,
+            )
+        except Exception:
+            manifest_path = Path(args.out) / "manifest.json"
+            if manifest_path.is_file():
+                print_artifacts(json.loads(manifest_path.read_text()))
+            raise
+    print_artifacts(manifest)
+    console.print(f"wrote {Path(args.out) / 'manifest.json'} and report.md")
+    return 0
+
+
+def print_artifacts(manifest: dict[str, Any]) -> None:
+    from ..report import parity_summary
+
+    table = Table(title="artifacts")
+    for col in ("artifact", "parity", "runtime", "max abs/scale", "cosine", "top-1/pixel", "audit"):
+        table.add_column(col)
+    for a in manifest.get("artifacts", []):
+        s = parity_summary(a)
+        audit = (
+            "ok"
+            if a.get("audit", {}).get("elementwise_attention")
+            else str(a.get("audit", {}).get("violations"))
+        )
+        fmt = lambda v, spec=".3g": "-" if v is None else format(v, spec)  # noqa: E731
+        table.add_row(
+            a["path"],
+            s["status"],
+            str(s["runtime"]),
+            fmt(s["max_abs_rel"]),
+            fmt(s["cosine"], ".6f"),
+            fmt(s["top1"]),
+            audit,
+        )
+    console.print(table)
+    if manifest.get("model", {}).get("untrained"):
+        console.print(
+            "note: the model is UNTRAINED (embedded default, random weights): parity is real, labels are not"
+        )
+
+
+# -- info ------------------------------------------------------------------------------------------
+
+
+def add_info_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from ..api import resolve_model
+    from ..model.summary import summarize
+
+    model = resolve_model(args.checkpoint, args.task, args.width)
+    info = summarize(model, args.image_size)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    table = Table(
+        title="MobileViTV2" + (" (UNTRAINED embedded default)" if info["untrained"] else ""),
+        show_header=False,
+    )
+    for k, v in info.items():
+        table.add_row(k, f"{v:,}" if k == "parameters" else str(v))
+    console.print(table)
+    return 0
+
+
+# -- inspect ---------------------------------------------------------------------------------------
+
+
+def add_inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", help="an .onnx, .mlpackage or .tflite file")
+    p.add_argument(
+        "--require-elementwise", action="store_true", help="exit non-zero if the attention audit fails"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from ..inspect_artifact import inspect_artifact
+
+    result = inspect_artifact(Path(args.artifact))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        table = Table(title=f"{args.artifact}: op histogram")
+        table.add_column("op")
+        table.add_column("count", justify="right")
+        for op, n in sorted(result["op_histogram"].items(), key=lambda kv: (-kv[1], kv[0])):
+            table.add_row(op, str(n))
+        console.print(table)
+        audit = result["audit"]
+        verdict = "PASS" if audit["elementwise_attention"] else f"FAIL {audit['violations']}"
+        console.print(f"attention audit: {verdict}; transposes: {audit['transpose_count']}")
+        for finding in result.get("ane_audit") or []:
+            console.print(
+                f"neural engine: [{finding.get('severity')}] {finding.get('rule')}: {finding.get('op_type')} {finding.get('op_name', '')}"
+            )
+        if result.get("rewrites"):
+            fired = [f"{r['id']} x{r['fired']}" for r in result["rewrites"] if r.get("fired")]
+            console.print("rewrites applied: " + (", ".join(fired) or "none"))
+    if args.require_elementwise and not result["audit"]["elementwise_attention"]:
+        err_console.print(f"error: {args.artifact}: attention audit failed: {result['audit']['violations']}")
+        return 7
+    return 0
+
+
+# -- check -----------------------------------------------------------------------------------------
+
+
+def add_check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="an output directory with manifest.json, or one artifact in it")
+    p.add_argument("--checkpoint", help="the checkpoint to compare against (default: the manifest's source)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", action="store_true")
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from ..check import check
+
+    results = check(args.path, args.checkpoint, args.threads)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], indent=2, default=str))
+    else:
+        for r in results:
+            console.print(
+                f"{'PASS' if r.passed else 'FAIL'}  {r.path}  [{r.target} {r.precision}]  {r.detail}"
+            )
+    return 0
+
+
+# -- bench -----------------------------------------------------------------------------------------
+
+
+def add_bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="an output directory with manifest.json")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--checkpoint")
+    p.add_argument("--device", choices=("host", "android", "mac"), default="host")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if args.device != "host":
+        raise UsageError(f"--device {args.device}: on-device runners are not part of this version yet")
+    if args.threads < 1 or args.runs < 1 or args.warmup < 0:
+        raise UsageError("--threads and --runs must be >= 1, --warmup >= 0")
+    from ..bench.run import bench
+
+    manifest = bench(args.path, args.threads, args.warmup, args.runs, args.checkpoint)
+    ref = manifest["reference_latency"]
+    console.print(
+        f"pytorch eager: {ref['median_ms']:.2f} ms median (p90 {ref['p90_ms']:.2f}, {args.threads} threads)"
+    )
+    for a in manifest["artifacts"]:
+        lat = a["latency"]
+        if lat.get("median_ms") is None:
+            console.print(f"{a['path']}: not timed ({lat.get('note')})")
+        else:
+            ratio = lat["median_ms"] / ref["median_ms"]
+            console.print(
+                f"{a['path']}: {lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f}), {ratio:.2f}x pytorch"
+            )
+    return 0

@@ -1,0 +1,185 @@
+"""One interface for all exporters.
+
+An exporter turns the reference model into one artifact file (or package) per precision, written
+atomically, and gives back a `Runner` that executes the artifact on this host. Every runner takes the
+same input, a batch of uint8 RGB images [B,H,W,3] (what a camera or a JPEG gives), and returns outputs
+in the reference layout (NCHW, output order of `model.output_names`), so parity code is backend-free.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import BackendMissingError, OutputExistsError, UsageError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: list[int | str]
+    dtype: str
+    layout: str  # NCHW, NHWC, NC, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ExportOptions:
+    precision: str = "fp32"
+    image_size: int = 256
+    embed_preprocessing: bool = False
+    calibration_images: Path | None = None
+    force: bool = False
+    backend: dict[str, Any] = field(default_factory=dict)  # target-specific: opset, deployment target, ...
+
+
+@dataclass
+class Artifact:
+    """What an exporter reports about the file it wrote; becomes a manifest entry."""
+
+    target: str
+    precision: str
+    path: Path
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    rewrites: list[dict[str, Any]]
+    runtime: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, root: Path | None = None) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "precision": self.precision,
+            "path": str(self.path.relative_to(root) if root else self.path),
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "rewrites": self.rewrites,
+            "runtime": self.runtime,
+            "options": self.options,
+        }
+
+
+class Runner(Protocol):
+    runtime: str
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        """uint8 RGB [B,H,W,3] -> outputs in the reference layout and order."""
+        ...
+
+
+class Exporter(abc.ABC):
+    target: ClassVar[str]
+    extra: ClassVar[str]  # the pip extra that installs the backend
+    suffix: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+    required_modules: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check_available(cls) -> None:
+        missing = [m for m in cls.required_modules if importlib.util.find_spec(m) is None]
+        if missing:
+            raise BackendMissingError(cls.target, cls.extra, f"missing {', '.join(missing)}")
+
+    def check_options(self, options: ExportOptions) -> None:
+        if options.precision not in self.precisions:
+            raise UsageError(
+                f"{self.target} does not support precision {options.precision!r} "
+                f"(supported: {', '.join(self.precisions)})"
+            )
+
+    @abc.abstractmethod
+    def export(self, model: nn.Module, options: ExportOptions, dest: Path) -> Artifact:
+        """Write the artifact to `dest` atomically and describe it."""
+
+    @abc.abstractmethod
+    def load_runner(self, path: Path, artifact: dict[str, Any], threads: int | None = None) -> Runner:
+        """A runner for an artifact on disk; `artifact` is its manifest entry."""
+
+    @abc.abstractmethod
+    def op_histogram(self, path: Path) -> dict[str, int]:
+        """Operation type -> count, as the backend sees the artifact."""
+
+    def metadata(self, path: Path) -> dict[str, Any]:
+        """The tool's metadata stored in the artifact (rewrites, preprocessing, checkpoint sha256), if any."""
+        return {}
+
+    def static_audit(self, path: Path) -> list[dict[str, Any]]:
+        """Backend-specific static findings (e.g. Neural Engine constraints); empty when there are none."""
+        return []
+
+
+# -- shared helpers ----------------------------------------------------------------------------------
+
+
+def images_to_pixel_values(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB [B,H,W,3] -> the reference input: float32 BGR [B,3,H,W] in [0,1] (rescale, flip, layout)."""
+    x = images[..., ::-1].astype(np.float32) / np.float32(255.0)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+class EmbeddedPreprocessing(nn.Module):
+    """uint8 RGB NHWC in -> reference model: the graph does the scaling, the RGB->BGR flip and the layout."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> Any:
+        x = images.to(torch.float32) * (1.0 / 255.0)
+        x = x.flip(-1).permute(0, 3, 1, 2)
+        return self.model(x)
+
+
+def default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def check_destination(dest: Path, force: bool) -> None:
+    if dest.exists() and not force:
+        raise OutputExistsError(f"{dest}: already exists (use --force to overwrite)")
+    parent = dest.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputExistsError(f"{parent}: is a file, not a directory")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputExistsError(f"{parent}: cannot create output directory ({exc.strerror})") from exc
+    if not os.access(parent, os.W_OK):
+        raise OutputExistsError(f"{parent}: output directory is not writable")
+
+
+@contextmanager
+def atomic_output(dest: Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; on success it is renamed over `dest`, on any error removed.
+
+    Works for files and directories (.mlpackage). The rename is atomic on one filesystem, so a reader
+    never sees a half-written artifact and an interrupted run leaves nothing behind.
+    """
+    check_destination(dest, force)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp = tmpdir / dest.name
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"exporter wrote nothing to {tmp}")
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

@@ -1,0 +1,7 @@
+"""Parity: the same inputs through the PyTorch reference and an artifact's runner, compared by metrics."""
+
+from .inputs import parity_images
+from .metrics import ParityReport, compare_outputs
+from .thresholds import THRESHOLDS
+
+__all__ = ["THRESHOLDS", "ParityReport", "compare_outputs", "parity_images"]

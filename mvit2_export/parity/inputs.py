@@ -1,0 +1,60 @@
+"""The parity input set: real photos (bundled) plus random images, as uint8 RGB [N,H,W,3].
+
+Images rather than tensors so that artifacts with embedded preprocessing get exactly what a camera gives,
+and the reference gets the same pixels after the same rescale and RGB->BGR flip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..data import bundled_photos
+from ..errors import UsageError
+from ..model.preprocess import IMAGE_SUFFIXES, center_crop, list_images, load_image
+
+
+def resize_and_crop(image: Image.Image, size: int) -> np.ndarray:
+    """Resize the short side to 1.125x size (bilinear) and center-crop: uint8 RGB [size,size,3]."""
+    short = int(size * 1.125)
+    scale = short / min(image.size)
+    resized = image.convert("RGB").resize(
+        (max(short, round(image.width * scale)), max(short, round(image.height * scale))),
+        Image.Resampling.BILINEAR,
+    )
+    chw = center_crop(np.asarray(resized).transpose(2, 0, 1), size, size)
+    return np.ascontiguousarray(chw.transpose(1, 2, 0))
+
+
+def load_images(paths: list[Path], size: int) -> np.ndarray:
+    return np.stack([resize_and_crop(load_image(p), size) for p in paths])
+
+
+def parity_images(size: int, n_photos: int | None = None, n_random: int = 2, seed: int = 0) -> np.ndarray:
+    """Bundled real photos then `n_random` uniform-noise images, uint8 RGB [N,size,size,3]."""
+    photos = bundled_photos()[:n_photos] if n_photos is not None else bundled_photos()
+    parts = [load_images(photos, size)] if photos else []
+    if n_random:
+        rng = np.random.default_rng(seed)
+        parts.append(rng.integers(0, 256, size=(n_random, size, size, 3), dtype=np.uint8))
+    return np.concatenate(parts)
+
+
+def calibration_images(folder: Path | None, size: int, limit: int = 64) -> np.ndarray:
+    """Images for int8 calibration: a user folder, or the bundled photos. Errors when a folder has none."""
+    if folder is None:
+        return load_images(bundled_photos(), size)
+    paths = list_images(folder)[:limit]
+    images = []
+    for p in paths:
+        try:
+            images.append(resize_and_crop(load_image(p), size))
+        except UsageError:
+            continue  # an unreadable file among readable ones is skipped; none readable is an error below
+    if not images:
+        raise UsageError(
+            f"{folder}: no readable images for calibration (looked for {', '.join(IMAGE_SUFFIXES)})"
+        )
+    return np.stack(images)

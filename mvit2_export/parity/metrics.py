@@ -1,0 +1,151 @@
+"""Parity metrics between reference outputs and an artifact's outputs, and the pass/fail verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParityError
+from .thresholds import thresholds_for
+
+
+@dataclass
+class Check:
+    metric: str
+    value: float
+    threshold: float
+    higher_is_better: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.value >= self.threshold if self.higher_is_better else self.value <= self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        op = ">=" if self.higher_is_better else "<="
+        return {"metric": self.metric, "value": self.value, "rule": f"{op} {self.threshold:g}", "ok": self.ok}
+
+
+@dataclass
+class ParityReport:
+    precision: str
+    runtime: str
+    n_inputs: int
+    metrics: dict[str, dict[str, float]]
+    checks: list[Check] = field(default_factory=list)
+    gated: bool = True
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.gated or all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "runtime": self.runtime,
+            "n_inputs": self.n_inputs,
+            "metrics": self.metrics,
+            "checks": [c.to_dict() for c in self.checks],
+            "gated": self.gated,
+            "passed": self.passed,
+            "note": self.note,
+        }
+
+    def failures(self) -> list[str]:
+        return [f"{c.metric}={c.value:.6g} (needs {c.to_dict()['rule']})" for c in self.checks if not c.ok]
+
+    def raise_if_failed(self, label: str) -> None:
+        if not self.passed:
+            raise ParityError(f"{label}: parity failed: {'; '.join(self.failures())}")
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    denom = np.linalg.norm(a64) * np.linalg.norm(b64)
+    return float(a64 @ b64 / denom) if denom > 0 else float(np.array_equal(a64, b64))
+
+
+def tensor_metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    if ref.shape != got.shape:
+        raise ParityError(f"output shape {tuple(got.shape)} differs from the reference {tuple(ref.shape)}")
+    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    scale = float(np.abs(ref).max())
+    max_abs = float(diff.max())
+    return {
+        "max_abs": max_abs,
+        "mean_abs": float(diff.mean()),
+        "ref_max_abs": scale,
+        "max_abs_rel": max_abs / scale if scale > 0 else max_abs,
+        "cosine": cosine(ref, got),
+        "finite": float(np.isfinite(got).all()),
+    }
+
+
+def classification_metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    ref_top1 = ref.argmax(-1)
+    k = min(5, ref.shape[-1])
+    got_top5 = np.argsort(-got, axis=-1)[:, :k]
+    return {
+        "top1": float((got.argmax(-1) == ref_top1).mean()),
+        "top5": float((got_top5 == ref_top1[:, None]).any(-1).mean()),
+    }
+
+
+def segmentation_metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """Argmax masks over the class axis (1): pixel agreement and mIoU over classes present in either."""
+    a, b = ref.argmax(1), got.argmax(1)
+    ious = []
+    for c in np.union1d(np.unique(a), np.unique(b)):
+        inter = np.logical_and(a == c, b == c).sum()
+        union = np.logical_or(a == c, b == c).sum()
+        ious.append(inter / union)
+    return {"pixel_agreement": float((a == b).mean()), "miou": float(np.mean(ious))}
+
+
+def compare_outputs(
+    ref: list[np.ndarray],
+    got: list[np.ndarray],
+    names: list[str],
+    task: str,
+    precision: str,
+    runtime: str,
+    trained: bool,
+) -> ParityReport:
+    """Metrics for every output plus the task metric of the primary output, checked against the thresholds."""
+    if len(ref) != len(got):
+        raise ParityError(f"artifact gives {len(got)} outputs, the reference {len(ref)}")
+    metrics = {name: tensor_metrics(r, g) for name, r, g in zip(names, ref, got, strict=True)}
+    primary = names[0]
+    if task == "classification":
+        metrics[primary].update(classification_metrics(ref[0], got[0]))
+    elif task == "segmentation":
+        metrics[primary].update(segmentation_metrics(ref[0], got[0]))
+
+    t = thresholds_for(precision)
+    report = ParityReport(precision, runtime, int(ref[0].shape[0]), metrics)
+    report.checks.extend(Check(f"{n}.finite", m["finite"], 1.0, True) for n, m in metrics.items())
+    if precision == "fp32":
+        report.checks.extend(
+            Check(f"{n}.max_abs_rel", m["max_abs_rel"], t["max_abs_rel"], False) for n, m in metrics.items()
+        )
+    elif precision == "fp16":
+        report.checks.extend(Check(f"{n}.cosine", m["cosine"], t["cosine"], True) for n, m in metrics.items())
+        report.checks.extend(_task_checks(task, primary, metrics[primary], t))
+    else:
+        report.checks.extend(_task_checks(task, primary, metrics[primary], t))
+        if task == "backbone":
+            report.checks.extend(Check(f"{n}.cosine", m["cosine"], 0.99, True) for n, m in metrics.items())
+        if not trained:
+            report.gated = False
+            report.note = "untrained weights: int8 agreement is reported, not gated"
+    return report
+
+
+def _task_checks(task: str, name: str, m: dict[str, float], t: dict[str, float]) -> list[Check]:
+    if task == "classification":
+        return [Check(f"{name}.top1", m["top1"], t["top1"], True)]
+    if task == "segmentation":
+        return [Check(f"{name}.pixel_agreement", m["pixel_agreement"], t["pixel_agreement"], True)]
+    return []

@@ -1,0 +1,112 @@
+"""`OUT/report.md` and `OUT/report.png`: every artifact's parity and latency, and latency by backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any, spec: str = ".3g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def parity_summary(entry: dict[str, Any]) -> dict[str, Any]:
+    parity = entry.get("parity") or {}
+    metrics = parity.get("metrics") or {}
+    primary = next(iter(metrics.values()), {})
+    status = "not checked"
+    if parity:
+        status = "pass" if parity.get("passed") else "FAIL"
+        if not parity.get("gated", True):
+            status = "reported (ungated)"
+    return {
+        "status": status,
+        "max_abs_rel": primary.get("max_abs_rel"),
+        "cosine": primary.get("cosine"),
+        "top1": primary.get("top1", primary.get("pixel_agreement")),
+        "runtime": parity.get("runtime", entry.get("runtime")),
+    }
+
+
+def render_markdown(manifest: dict[str, Any]) -> str:
+    m = manifest["model"]
+    lines = [
+        "# mvit2-export report",
+        "",
+        f"Model: MobileViTV2 width {m['width_multiplier']:g}, {m['task']}, {m['image_size']}x{m['image_size']}, "
+        f"source `{m.get('checkpoint_source')}`"
+        + (" (**untrained: random weights**)" if m.get("untrained") else ""),
+        "",
+        "| artifact | target | precision | runtime | parity | max abs / scale | cosine | top-1 / pixel agr. "
+        "| latency median (ms) | audit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in manifest["artifacts"]:
+        s = parity_summary(a)
+        lat = (a.get("latency") or {}).get("median_ms")
+        audit = (
+            "ok"
+            if (a.get("audit") or {}).get("elementwise_attention")
+            else f"violations {a.get('audit', {}).get('violations')}"
+        )
+        lines.append(
+            f"| `{a['path']}` | {a['target']} | {a['precision']} | {s['runtime']} | {s['status']} "
+            f"| {_fmt(s['max_abs_rel'])} | {_fmt(s['cosine'], '.6f')} | {_fmt(s['top1'])} | {_fmt(lat, '.2f')} | {audit} |"
+        )
+    ref = manifest.get("reference_latency")
+    if ref:
+        lines += [
+            "",
+            f"PyTorch eager reference: {ref['median_ms']:.2f} ms median ({ref['threads']} threads).",
+        ]
+    lines += [
+        "",
+        "Thresholds: fp32 max abs <= 1e-4 x max|ref|; fp16 cosine >= 0.9999 and top-1 100%; "
+        "int8 top-1 >= 99% (gated on trained weights only).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_plot(manifest: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, values, colors = [], [], []
+    palette = {"onnx": "#4C72B0", "coreml": "#55A868", "tflite": "#C44E52", "pytorch": "#8C8C8C"}
+    ref = manifest.get("reference_latency")
+    if ref:
+        labels.append("pytorch fp32")
+        values.append(ref["median_ms"])
+        colors.append(palette["pytorch"])
+    for a in manifest["artifacts"]:
+        lat = (a.get("latency") or {}).get("median_ms")
+        if lat is not None:
+            labels.append(f"{a['target']} {a['precision']}")
+            values.append(lat)
+            colors.append(palette.get(a["target"], "#333333"))
+    fig, ax = plt.subplots(figsize=(7, 0.5 * max(len(labels), 2) + 1.2))
+    if values:
+        ax.barh(labels, values, color=colors)
+        ax.set_xlabel("median latency (ms), batch 1, this host")
+        ax.invert_yaxis()
+    else:
+        ax.text(0.5, 0.5, "no latency measured yet: run `mvit2-export bench OUT`", ha="center", va="center")
+        ax.set_axis_off()
+    m = manifest["model"]
+    ax.set_title(f"MobileViTV2 {m['width_multiplier']:g} {m['task']} @ {m['image_size']}")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(out_dir: Path, manifest: dict[str, Any]) -> None:
+    md = out_dir / "report.md"
+    tmp = out_dir / ".report.md.tmp"
+    tmp.write_text(render_markdown(manifest))
+    tmp.replace(md)
+    render_plot(manifest, out_dir / "report.png")

@@ -1,0 +1,178 @@
+"""The command line as a user meets it: exit codes, one-line errors, no tracebacks without --verbose."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mvit2_export.cli.main import main
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """The real console script entry in a fresh interpreter: what a user's shell sees."""
+    return subprocess.run(
+        [sys.executable, "-m", "mvit2_export.cli.main", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The same entry point in-process (fast); returns a CompletedProcess-like record."""
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_help_lists_subcommands_and_the_export_command():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for word in ("--target", "--precision", "info", "inspect", "check", "bench"):
+        assert word in proc.stdout
+
+
+def test_info_json_on_a_transformers_checkpoint(hf_checkpoint, capsys):
+    folder, hf = hf_checkpoint("classification")
+    assert main(["info", "--checkpoint", str(folder), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["parameters"] == sum(p.numel() for p in hf.parameters())
+    assert info["task"] == "classification" and info["untrained"] is False
+    assert info["gmacs"] > 0 and len(info["weights_sha256"]) == 64
+
+
+def test_info_of_the_embedded_default_says_untrained(capsys):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["untrained"] is True and info["width_multiplier"] == 1.0 and info["image_size"] == 256
+
+
+def write_v1_config(folder):
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "mobilevit", "hidden_sizes": [144, 192, 240]})
+    )
+
+
+def bad_checkpoints(tmp_path, hf_folder):
+    """Each: (name, folder, words the one-line error must contain)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    cases = []
+    missing = tmp_path / "does-not-exist"
+    cases.append(("missing path", missing, [str(missing)]))
+
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    write_v1_config(v1)
+    cases.append(("mobilevit v1", v1, ["model_type", "mobilevit"]))
+
+    state = load_file(hf_folder / "model.safetensors")
+    for name, mutate, words in [
+        ("missing tensor", lambda s: s.pop("classifier.weight"), ["missing", "classifier.weight"]),
+        ("extra tensor", lambda s: s.__setitem__("foo.bar", torch.zeros(1)), ["unexpected", "foo.bar"]),
+        (
+            "mis-shaped",
+            lambda s: s.__setitem__("classifier.bias", torch.zeros(3)),
+            ["mis-shaped", "classifier.bias"],
+        ),
+    ]:
+        d = tmp_path / name.replace(" ", "-")
+        d.mkdir()
+        shutil.copy(hf_folder / "config.json", d / "config.json")
+        s = dict(state)
+        mutate(s)
+        save_file(s, d / "model.safetensors")
+        cases.append((name, d, ["model.safetensors", *words]))
+
+    trunc = tmp_path / "truncated"
+    trunc.mkdir()
+    shutil.copy(hf_folder / "config.json", trunc / "config.json")
+    data = (hf_folder / "model.safetensors").read_bytes()
+    (trunc / "model.safetensors").write_bytes(data[: len(data) // 2])
+    cases.append(("truncated safetensors", trunc, ["model.safetensors", "safetensors"]))
+    return cases
+
+
+def test_bad_checkpoints_give_one_line_errors(hf_checkpoint, tmp_path, capsys):
+    folder, _ = hf_checkpoint("classification")
+    for name, path, words in bad_checkpoints(tmp_path, folder):
+        proc = run_main(capsys, "info", "--checkpoint", str(path))
+        assert_one_line_error(proc, *words)
+        assert proc.returncode == 2, name
+
+
+class _Exploit:
+    """Unpickling this would run a shell command that creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_would_execute_code_is_refused_and_never_runs(hf_checkpoint, tmp_path):
+    import pickle
+    import shutil
+
+    folder, _ = hf_checkpoint("classification")
+    ckpt = tmp_path / "evil"
+    ckpt.mkdir()
+    shutil.copy(folder / "config.json", ckpt / "config.json")
+    marker = tmp_path / "PWNED"
+    with open(ckpt / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"classifier.weight": _Exploit(marker)}, f)
+    torch_save_style = tmp_path / "evil2"
+    torch_save_style.mkdir()
+    shutil.copy(folder / "config.json", torch_save_style / "config.json")
+    torch.save({"x": _Exploit(marker)}, torch_save_style / "pytorch_model.bin")
+    for path in (ckpt, torch_save_style):
+        proc = run_cli("info", "--checkpoint", str(path))
+        assert_one_line_error(proc, "pytorch_model.bin")
+        assert not marker.exists(), "the checkpoint's pickle executed code"
+
+
+@pytest.mark.parametrize("size", ["100", "96", "0"])
+def test_image_size_the_architecture_cannot_take(size, capsys):
+    proc = run_main(capsys, "info", "--image-size", size)
+    assert_one_line_error(proc, f"{size}x{size}")
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    proc = run_cli("info", "--checkpoint", str(tmp_path / "nope"), "--verbose")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--target", "foo"], "unknown target"),
+        (["--target", "onnx", "--precision", "int4"], "unknown precision"),
+        (["--target", "onnx", "--width", "1.0", "--checkpoint", "x/y"], "--width"),
+        (["inspect", "model.xyz"], "unknown artifact type"),
+        (["bench", "out", "--device", "android"], "--device"),
+        (["info", "--task", "detection"], "invalid choice"),
+    ],
+)
+def test_bad_arguments(args, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(run_main(capsys, *args), needle)

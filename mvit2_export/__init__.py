@@ -1,8 +1,9 @@
 """mvit2-export: MobileViTV2 to ONNX, Core ML and TFLite, with parity proven against PyTorch."""
 
-from .errors import Mvit2ExportError
-from .model import MobileViTV2Config, Preprocessor, load_model
-
 __version__ = "0.1.0"
 
-__all__ = ["MobileViTV2Config", "Mvit2ExportError", "Preprocessor", "__version__", "load_model"]
+from .api import export  # noqa: E402 - after __version__, which api reads
+from .errors import Mvit2ExportError  # noqa: E402
+from .model import MobileViTV2Config, Preprocessor, load_model  # noqa: E402
+
+__all__ = ["MobileViTV2Config", "Mvit2ExportError", "Preprocessor", "__version__", "export", "load_model"]

@@ -8,7 +8,6 @@ models, or a transformers `MobileViTV2*` instance.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from .exporters import ExportOptions, get_exporter, parse_targets
 from .exporters.base import PRECISIONS, default_threads
 from .manifest import MANIFEST, SCHEMA, sha256_path, write_manifest
 from .model import MobileViTV2Config, Preprocessor, build_model, load_model
-from .model.checkpoint import CheckpointInfo, load_state_dict_strict
+from .model.checkpoint import CheckpointInfo, load_state_dict_strict, state_dict_sha256
 from .model.config import ARCHITECTURE_TASKS
 
 Progress = Callable[[str], None]
@@ -48,12 +47,8 @@ def from_transformers(hf_model: nn.Module) -> nn.Module:
     task = ARCHITECTURE_TASKS[arch]
     config = MobileViTV2Config.from_dict({**hf_model.config.to_dict(), "architectures": [arch]})
     model = build_model(config, task)
-    state = hf_model.state_dict()
-    load_state_dict_strict(model, state, f"transformers {arch}")
-    from safetensors.torch import save
-
-    digest = hashlib.sha256(save({k: v.contiguous() for k, v in state.items()})).hexdigest()
-    model.checkpoint = CheckpointInfo(f"transformers:{arch}", None, digest, untrained=False)
+    load_state_dict_strict(model, hf_model.state_dict(), f"transformers {arch}")
+    model.checkpoint = CheckpointInfo(f"transformers:{arch}", None, state_dict_sha256(model), untrained=False)
     return model.eval()
 
 
@@ -73,7 +68,7 @@ def resolve_model(model_or_path: Any, task: str | None = None, width: float | No
         from .model.random_init import randomize_weights
 
         randomize_weights(wide, 0)
-        wide.checkpoint = model.checkpoint
+        wide.checkpoint = CheckpointInfo("embedded-default", None, state_dict_sha256(wide), untrained=True)
         return wide
     return load_model(model_or_path, task)
 
@@ -203,10 +198,12 @@ def load_reference_for_manifest(manifest: dict[str, Any], checkpoint: str | None
         model = load_model(None, m["task"])
         if m.get("width_multiplier") != model.config.width_multiplier:
             model = resolve_model(None, m["task"], m["width_multiplier"])
-        return model
-    if not source or str(source).startswith("transformers:"):
+    elif not source or str(source).startswith("transformers:"):
         raise UsageError("the manifest's model came from an in-memory model; pass --checkpoint to check it")
-    model = load_model(source, m["task"])
+    else:
+        model = load_model(source, m["task"])
     if m.get("checkpoint_sha256") and model.checkpoint.sha256 != m["checkpoint_sha256"]:
-        raise CheckpointError(f"{source}: weights changed since export (sha256 differs from the manifest)")
+        raise CheckpointError(
+            f"{source}: weights differ from the ones exported (sha256 differs from the manifest)"
+        )
     return model

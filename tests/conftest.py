@@ -47,10 +47,10 @@ def hf_checkpoint(tmp_path_factory):
     """Factory: save transformers' model via save_pretrained; returns (folder, model). Cached per config."""
     cache: dict[tuple, tuple[Path, object]] = {}
 
-    def make(task: str = "classification", **config_kwargs):
-        key = (task, tuple(sorted(config_kwargs.items())))
+    def make(task: str = "classification", seed: int = 0, **config_kwargs):
+        key = (task, seed, tuple(sorted(config_kwargs.items())))
         if key not in cache:
-            model = build_hf_model(task, **config_kwargs)
+            model = build_hf_model(task, seed, **config_kwargs)
             folder = tmp_path_factory.mktemp(f"hf-{task}")
             model.save_pretrained(folder)
             cache[key] = (folder, model)

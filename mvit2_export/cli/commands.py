@@ -15,6 +15,8 @@ from rich.table import Table
 from ..errors import UsageError
 
 console = Console(stderr=False, highlight=False)
+if not console.is_terminal:
+    console = Console(stderr=False, highlight=False, width=200)  # logs and pipes: do not truncate tables
 err_console = Console(stderr=True, highlight=False)
 
 

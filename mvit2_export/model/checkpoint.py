@@ -56,6 +56,13 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def state_dict_sha256(model: nn.Module) -> str:
+    """sha256 of a model's weights serialised as safetensors: provenance for models that have no file."""
+    from safetensors.torch import save
+
+    return hashlib.sha256(save({k: v.contiguous() for k, v in model.state_dict().items()})).hexdigest()
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a safetensors file or a weights-only torch pickle; never executes checkpoint code."""
     if path.suffix == ".safetensors":
@@ -157,7 +164,7 @@ def load_model(
         task = task or "classification"
         model = build_model(default_config(task), task)
         randomize_weights(model, seed)
-        model.checkpoint = CheckpointInfo("embedded-default", None, None, untrained=True)
+        model.checkpoint = CheckpointInfo("embedded-default", None, state_dict_sha256(model), untrained=True)
         return model
 
     folder, source = resolve_checkpoint_dir(str(path_or_hub_id))

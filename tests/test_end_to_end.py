@@ -1,0 +1,135 @@
+"""The whole job as a user runs it: export -> manifest/report on disk -> check (the CI gate) -> tampering."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from mvit2_export import export  # noqa: E402
+from mvit2_export.cli.main import main  # noqa: E402
+from mvit2_export.manifest import sha256_path  # noqa: E402
+from tests.conftest import hf_forward  # noqa: E402
+
+SMALL = ["--width", "0.5", "--image-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("e2e") / "out"
+    assert main(["--target", "onnx", *SMALL, "--precision", "fp32,fp16", "--out", str(out)]) == 0
+    return out
+
+
+def test_output_directory_contents(exported):
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert manifest["schema"] == 1
+    assert manifest["model"]["untrained"] is True and manifest["model"]["width_multiplier"] == 0.5
+    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16"]
+    for a in manifest["artifacts"]:
+        path = exported / a["path"]
+        assert path.is_file() and sha256_path(path) == a["sha256"]
+        assert a["parity"]["passed"] is True and a["parity"]["runtime"] == "onnxruntime"
+        assert a["audit"]["elementwise_attention"] is True
+        assert a["op_histogram"] and a["inputs"][0]["name"] == "pixel_values"
+        assert any(r["fired"] for r in a["rewrites"])
+    assert manifest["artifacts"][0]["parity"]["metrics"]["logits"]["max_abs_rel"] <= 1e-4
+    assert (exported / "report.md").read_text().count(".onnx") == 2
+    assert (exported / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in exported.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_check_passes_then_fails_on_tampering(exported, tmp_path, capsys):
+    assert main(["check", str(exported)]) == 0
+    assert capsys.readouterr().out.count("PASS") == 2
+    # A copy to tamper with, so other tests keep a clean directory.
+    import shutil
+
+    out = tmp_path / "tampered"
+    shutil.copytree(exported, out)
+    fp16 = out / json.loads((out / "manifest.json").read_text())["artifacts"][1]["path"]
+    data = bytearray(fp16.read_bytes())
+    data[-100] ^= 0xFF
+    fp16.write_bytes(bytes(data))
+    assert main(["check", str(out)]) == 6
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sha256" in err and fp16.name in err
+    fp16.unlink()
+    assert main(["check", str(out)]) == 6
+    assert "missing" in capsys.readouterr().err
+
+
+def test_check_refuses_a_reference_with_other_weights(exported, hf_checkpoint, capsys):
+    """Checking against other weights must fail (the manifest records the weights' sha256), not pass."""
+    folder, _ = hf_checkpoint("classification", seed=7, num_labels=1000)
+    assert main(["check", str(exported), "--checkpoint", str(folder)]) == 2
+    assert "weights differ" in capsys.readouterr().err
+
+
+def test_out_directory_errors(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main(["--target", "onnx", *SMALL, "--out", str(a_file)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    assert main(["--target", "onnx", *SMALL, "--out", str(full)]) == 2
+    assert "not empty" in capsys.readouterr().err and (full / "keep.txt").read_text() == "mine"
+    if os.geteuid() != 0:  # root ignores permission bits
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        assert main(["--target", "onnx", *SMALL, "--out", str(ro / "sub")]) == 2
+
+
+def test_python_api_with_a_transformers_instance(tmp_path, hf_checkpoint):
+    """export() takes a transformers model; the ONNX artifact equals transformers' own outputs."""
+    import onnxruntime as ort
+
+    _, hf = hf_checkpoint("segmentation", image_size=64)
+    manifest = export(hf, "onnx", tmp_path / "out", image_size=64)
+    entry = manifest["artifacts"][0]
+    assert manifest["model"]["checkpoint_source"] == "transformers:MobileViTV2ForSemanticSegmentation"
+    assert entry["parity"]["passed"]
+    session = ort.InferenceSession(str(tmp_path / "out" / entry["path"]))
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    (got,) = session.run(None, {"pixel_values": x.numpy()})
+    want = hf_forward(hf, x).numpy()
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_pytest_plugin_gates_a_users_suite(exported, tmp_path):
+    """`pytest --mvit2-out DIR` adds one passing test per artifact; the fixture form works too."""
+    (tmp_path / "test_user.py").write_text(
+        "def test_models(mvit2_check):\n"
+        f"    results = mvit2_check({str(exported)!r})\n"
+        "    assert len(results) == 2 and all(r.passed for r in results)\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--mvit2-out",
+            str(exported),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "3 passed" in proc.stdout

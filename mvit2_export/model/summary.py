@@ -38,7 +38,7 @@ def count_macs(model: nn.Module, image_size: int) -> int:
 
 def summarize(model: nn.Module, image_size: int | None = None) -> dict[str, Any]:
     config = model.config
-    size = image_size or config.image_size
+    size = config.image_size if image_size is None else image_size
     config.check_image_size(size)
     info = model.checkpoint
     return {

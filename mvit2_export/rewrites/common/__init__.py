@@ -1,0 +1,10 @@
+"""Backend-neutral rewrites. Importing this package registers them."""
+
+from . import (  # noqa: F401 - imported to register
+    decompose_group_norm,
+    fold_conv_batch_norm,
+    fold_to_pixel_shuffle,
+    remove_broadcast_expand,
+    remove_identity_ops,
+    unfold_to_pixel_unshuffle,
+)

@@ -1,0 +1,239 @@
+"""tflite::patches_to_channels_last — run each transformer stage on (B, P, N, C) instead of (B, C, P, N).
+
+Before (after the common rewrites; every tensor in the stage is [B, C, P, N])::
+
+    fm [B,C,H,W] ─> pixel_unshuffle(r) ─> flatten ─> reshape [B,C,P,N] ─> ┌ stage: conv2d 1x1, split(dim 1),     ┐
+                                                                          │ softmax(-1), sum(-1), mean(1,2,3),   │
+                                                                          └ mul/add with [C,1,1] consts, silu ...┘
+                                       ─> reshape [B,C*P,N] ─> unflatten ─> pixel_shuffle(r) ─> fm' [B,C,H,W]
+
+After (channels last: the stage's tensors are [B, P, N, C])::
+
+    fm ─> permute(0,2,3,1) ─> reshape [B,H/r,r,W/r,r,C] ─> permute(0,2,4,1,3,5) ─> reshape [B,P,N,C]
+       ─> ┌ stage: linear (was conv2d 1x1), split(dim 3), softmax(dim 2), sum(dim 2), mean(1,2,3),┐
+          └ mul/add with [C] consts, silu ...                                                      ┘
+       ─> reshape [B,r,r,H/r,W/r,C] ─> permute(0,3,1,4,2,5) ─> reshape [B,H,W,C] ─> permute(0,3,1,2) ─> fm'
+
+TFLite is NHWC: the NCHW stage made litert-torch wrap every 1x1 conv, split and reduction in TRANSPOSEs.
+Channels last, 1x1 convs are FULLY_CONNECTED over the last axis and no op inside the stage needs a
+transpose; the NCHW<->NHWC permutes at the ends cancel against the neighbouring convs' own layout
+change, leaving one patch-gather transpose per unfold/fold. The stage is found by flooding forward
+from the unfold pattern to the fold pattern; any op not in the table below leaves the stage alone.
+"""
+
+from __future__ import annotations
+
+import operator
+
+from torch.fx import GraphModule, Node
+
+from ..base import Rewrite, RewriteResult, register_rewrite
+from ..graph_utils import add_constant, aten, find, get_attr_tensor, is_op, is_static, shape
+
+_PERM = (0, 2, 3, 1)  # new dim k holds old dim _PERM[k]
+_NEW_POS = {old: new for new, old in enumerate(_PERM)}  # old dim -> new dim
+_UNARY = (aten.relu, aten.silu, aten.gelu, aten.sigmoid, aten.tanh, aten.rsqrt, aten.sqrt, aten.neg, aten.exp)
+_BINARY = (aten.add, aten.sub, aten.mul, aten.div)
+_REDUCE = (aten.mean, aten.sum)
+_CONV_DEFAULTS: list[object] = [None, [1, 1], [0, 0], [1, 1], 1]  # bias, stride, padding, dilation, groups
+
+
+def _dim(d: int) -> int:
+    return _NEW_POS[d % 4]
+
+
+def _entry(node: Node) -> tuple[Node, int] | None:
+    """(feature map, r) when `node` is reshape(flatten(pixel_unshuffle(fm, r), 2), [B, C, r*r, N])."""
+    if not is_op(node, aten.reshape, aten.view):
+        return None
+    flat = node.args[0]
+    if not (is_op(flat, aten.flatten) and list(flat.args[1:3]) == [2, 3] and len(flat.users) == 1):
+        return None
+    unshuffle = flat.args[0]
+    if not is_op(unshuffle, aten.pixel_unshuffle) or len(unshuffle.users) != 1:
+        return None
+    r = int(unshuffle.args[1])
+    out = shape(node)
+    if out is None or len(out) != 4 or out[2] != r * r:
+        return None
+    return unshuffle.args[0], r
+
+
+def _exit(node: Node) -> tuple[Node, int] | None:
+    """(pixel_shuffle node, r) when `node` is reshape([B,C,P,N] -> [B,C*P,N]) -> unflatten(-1) -> pixel_shuffle(r)."""
+    if not is_op(node, aten.reshape, aten.view) or len(node.users) != 1:
+        return None
+    unflat = next(iter(node.users))
+    if not is_op(unflat, aten.unflatten) or len(unflat.users) != 1:
+        return None
+    shuffle = next(iter(unflat.users))
+    if not is_op(shuffle, aten.pixel_shuffle):
+        return None
+    in_shape, r = shape(node.args[0]), int(shuffle.args[1])
+    if in_shape is None or len(in_shape) != 4 or in_shape[2] != r * r:
+        return None
+    return shuffle, r
+
+
+class _Stage:
+    """One unfold ... fold region and the edits that move it to channels last."""
+
+    def __init__(self, gm: GraphModule, entry: Node) -> None:
+        self.gm, self.entry = gm, entry
+        self.nodes: list[Node] = []
+        self.exits: list[Node] = []
+
+    def collect(self) -> str | None:
+        """Flood forward from the entry; return why the region is not convertible, or None."""
+        seen: set[Node] = set()
+        todo = list(self.entry.users)
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            if _exit(n) is not None:
+                self.exits.append(n)
+                continue
+            reason = self._check(n)
+            if reason:
+                return reason
+            self.nodes.append(n)
+            todo.extend(n.users)
+        if not self.exits:
+            return f"{self.entry.name}: no fold (reshape -> unflatten -> pixel_shuffle) closes the stage"
+        return self._check_inputs()
+
+    def _check_inputs(self) -> str | None:
+        """Inputs from outside the stage may only be constants (conv weights, per-channel affines)."""
+        inside = set(self.nodes) | {self.entry}
+        for n in self.nodes:
+            for a in n.all_input_nodes:
+                if a in inside or (is_op(n, aten.conv2d) and a in n.args[1:3]):
+                    continue
+                if not (is_op(n, *_BINARY) and get_attr_tensor(self.gm, a) is not None):
+                    return f"{n.name} reads {a.name} from outside the stage"
+        return None
+
+    def _check(self, n: Node) -> str | None:
+        if n.op != "call_function":
+            return f"stage output {n.name} escapes to {n.op}"
+        s = shape(n)
+        if n.target is operator.getitem or is_op(n, aten.split_with_sizes):
+            return None  # split outputs a list; its input and its getitems are checked as 4-D
+        if s is None or len(s) != 4:
+            return f"{n.name} ({n.target}) is not a 4-D tensor op"
+        if is_op(n, aten.conv2d):
+            w = get_attr_tensor(self.gm, n.args[1])
+            _, stride, padding, dilation, groups = list(n.args[2:]) + _CONV_DEFAULTS[len(n.args) - 2 :]
+            convs = [
+                list(stride),
+                padding if isinstance(padding, str) else list(padding),
+                list(dilation),
+                groups,
+            ]
+            if w is None or tuple(w.shape[2:]) != (1, 1) or convs != [[1, 1], [0, 0], [1, 1], 1]:
+                return f"{n.name} is not a constant 1x1 stride-1 ungrouped conv"
+            return None
+        if is_op(n, *_REDUCE) and not (
+            len(n.args) > 2 and isinstance(n.args[1], (list, tuple)) and n.args[2]
+        ):
+            return f"{n.name} reduces without explicit dims and keepdim"
+        if is_op(n, *_BINARY):
+            return None
+        if is_op(n, *_UNARY, *_REDUCE, aten.split_with_sizes, aten.softmax, aten._softmax):
+            return None
+        return f"{n.name}: {n.target} has no channels-last form here"
+
+    def convert(self, r: int) -> None:
+        g, region = self.gm.graph, set(self.nodes)
+        fm = _entry(self.entry)[0]  # type: ignore[index]
+        _, c, h, w = shape(fm)  # type: ignore[misc]
+        with g.inserting_before(self.entry):
+            t = g.call_function(aten.permute.default, (fm, [0, 2, 3, 1]))
+            t = g.call_function(aten.reshape.default, (t, [-1, h // r, r, w // r, r, c]))
+            t = g.call_function(aten.permute.default, (t, [0, 2, 4, 1, 3, 5]))
+            new_entry = g.call_function(aten.reshape.default, (t, [-1, r * r, (h // r) * (w // r), c]))
+        self.entry.replace_all_uses_with(new_entry)
+        for n in self.nodes:
+            self._convert_node(n, region | {new_entry})
+        for ex in self.exits:
+            shuffle, _ = _exit(ex)  # type: ignore[misc]
+            x = ex.args[0]
+            _, ch, _, _ = shape(x)  # type: ignore[misc]
+            ho, wo = shape(shuffle)[2:]  # type: ignore[index]
+            with g.inserting_before(shuffle):
+                t = g.call_function(aten.reshape.default, (x, [-1, r, r, ho // r, wo // r, ch]))
+                t = g.call_function(aten.permute.default, (t, [0, 3, 1, 4, 2, 5]))
+                t = g.call_function(aten.reshape.default, (t, [-1, ho, wo, ch]))
+                t = g.call_function(aten.permute.default, (t, [0, 3, 1, 2]))
+            shuffle.replace_all_uses_with(t)
+
+    def _convert_node(self, n: Node, region: set[Node]) -> None:
+        args = list(n.args)
+        if is_op(n, aten.conv2d):  # 1x1 conv over channels == linear over the (now last) channel axis
+            w = get_attr_tensor(self.gm, args[1])
+            assert w is not None  # checked in _check
+            w2 = add_constant(self.gm, f"{n.name}_linear_weight", w.reshape(w.shape[0], w.shape[1]), n)
+            _, _, p, npatch = shape(n)  # type: ignore[misc]
+            g = self.gm.graph
+            # litert lowers a rank-4 linear to a BATCH_MATMUL it then rejects at batch 1; on
+            # [B, P*N, C] it is a FULLY_CONNECTED. The reshapes are free (no data movement).
+            with g.inserting_before(n):
+                flat = g.call_function(aten.reshape.default, (args[0], [-1, p * npatch, w.shape[1]]))
+            n.target, n.args, n.kwargs = (
+                aten.linear.default,
+                (flat, w2, args[2] if len(args) > 2 else None),
+                {},
+            )
+            with g.inserting_after(n):
+                back = g.call_function(aten.reshape.default, (n, [-1, p, npatch, w.shape[0]]))
+            n.replace_all_uses_with(back, delete_user_cb=lambda u: u is not back)
+        elif is_op(n, aten.split_with_sizes):
+            n.args = (args[0], args[1], _dim(args[2] if len(args) > 2 else 0))
+        elif is_op(n, aten.softmax, aten._softmax):
+            args[1] = _dim(args[1])
+            n.args = tuple(args)
+        elif is_op(n, *_REDUCE):
+            args[1] = sorted(_dim(d) for d in args[1])
+            n.args = tuple(args)
+        elif is_op(n, *_BINARY):
+            n.args = tuple(
+                self._const_last(a, n) if isinstance(a, Node) and a.op == "get_attr" else a for a in args
+            )
+
+    def _const_last(self, a: Node, user: Node) -> Node:
+        """A constant broadcast against [B, C, P, N] (e.g. gamma [C, 1, 1]) re-laid out for [B, P, N, C]."""
+        t = get_attr_tensor(self.gm, a)
+        assert t is not None  # checked in _check
+        t4 = t.reshape(*([1] * (4 - t.dim())), *t.shape).permute(_PERM)
+        while t4.dim() > 1 and t4.shape[0] == 1:  # [1, 1, 1, C] -> [C]: same broadcast, simpler constant
+            t4 = t4[0]
+        return add_constant(self.gm, f"{a.name}_cl", t4, user)
+
+
+@register_rewrite
+class PatchesToChannelsLast(Rewrite):
+    id = "tflite::patches_to_channels_last"
+
+    def apply(self, gm: GraphModule) -> RewriteResult:
+        count, skipped = 0, []
+        entries = [n for n in find(gm, aten.reshape, aten.view) if _entry(n) is not None]
+        if not entries:
+            return self.fired(
+                0, ["no pixel_unshuffle -> flatten -> reshape patch entry (run the unfold rewrite first)"]
+            )
+        for entry in entries:
+            fm, r = _entry(entry)  # type: ignore[misc]
+            fm_shape = shape(fm)
+            if fm_shape is None or not all(is_static(d) for d in fm_shape[1:]):
+                skipped.append(f"{entry.name}: feature map C/H/W are not static")
+                continue
+            stage = _Stage(gm, entry)
+            reason = stage.collect()
+            if reason:
+                skipped.append(reason)
+                continue
+            stage.convert(r)
+            count += 1
+        return self.fired(count, skipped)

@@ -1,0 +1,151 @@
+"""Post-conversion compression through `coremltools.optimize.coreml`.
+
+- int8: `linear_quantize_weights` (int8 weights, dequantized on load; activations stay fp16/fp32).
+- palettized: `palettize_weights` (n-bit look-up tables).
+- w8a8: `experimental.linear_quantize_activations` (calibrated quantize/dequantize pairs on activations)
+  then `linear_quantize_weights`. coremltools calibrates by running `MLModel.predict` on a copy with all
+  intermediate tensors as outputs, which needs the Core ML runtime (macOS only). Elsewhere we collect the
+  same min/max statistics with the NumPy MIL interpreter, on the same saved program.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+
+from ...errors import ExportError
+from ..base import images_to_pixel_values
+from .convert import INPUT_NAME, pass_pipeline, quiet_coremltools
+from .settings import CoreMLSettings
+
+
+def _weight_config(settings: CoreMLSettings) -> Any:
+    import coremltools.optimize as cto
+
+    if settings.precision == "palettized":
+        op = cto.coreml.OpPalettizerConfig(nbits=settings.palettize_bits, mode=settings.palettize_mode)
+    else:
+        op = cto.coreml.OpLinearQuantizerConfig(mode=settings.quantize_mode, dtype="int8")
+    return cto.coreml.OptimizationConfig(global_config=op)
+
+
+def calibration_feeds(images: np.ndarray, settings: CoreMLSettings) -> list[dict[str, Any]]:
+    """uint8 RGB [N,H,W,3] -> one feed per image, in the form the model's input takes."""
+    if settings.input_type == "tensor":
+        return [{INPUT_NAME: images_to_pixel_values(img[None])} for img in images]
+    from PIL import Image
+
+    return [{INPUT_NAME: Image.fromarray(img)} for img in images]
+
+
+def _interpreter_stats(
+    fpmodel: Any, sample_data: list[dict[str, Any]], *_: Any
+) -> dict[str, dict[str, float]]:
+    """Stand-in for coremltools' `_get_activation_calibration_stats`: min/max of every non-const op output."""
+    from coremltools.optimize.coreml.experimental._model_debugger import ModelDebugger
+    from coremltools.optimize.coreml.experimental._post_training_quantization import (
+        _adjust_concat_surrounding_activation_stats,
+        _update_tensor_range,
+    )
+
+    from ...parity.mil import MilInterpreter
+
+    stats: dict[str, dict[str, float]] = defaultdict(dict)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "calibrate.mlpackage"
+        fpmodel.save(str(path))
+        interp = MilInterpreter.from_mlpackage(path)
+        for feed in sample_data:
+            for name, value in feed.items():
+                _update_tensor_range(name, np.asarray(value, dtype=np.float32), stats)
+            _, trace = interp.run(feed, trace=True)
+            for name, value in trace.items():
+                # Outputs too: an output can feed further ops (logits -> softmax) that get quantized.
+                if not np.issubdtype(value.dtype, np.floating):
+                    continue
+                _update_tensor_range(name, value, stats)
+    # Same concat handling as coremltools: inputs and output of a concat share one range.
+    _adjust_concat_surrounding_activation_stats(ModelDebugger(fpmodel)._get_concat_op_info(), stats)
+    return dict(stats)
+
+
+def _output_producers(mlmodel: Any) -> list[str]:
+    """Ops whose result is a program output. coremltools' activation quantization would put a
+    quantize/dequantize pair after them and then fails deleting the op ("cannot delete op ... that's
+    block's output"); their outputs stay float (they are the model's float outputs anyway)."""
+    func = mlmodel._mil_program.functions["main"]
+    outputs = {id(v) for v in func.outputs}
+    return [op.name for op in func.operations if any(id(v) in outputs for v in op.outputs)]
+
+
+def _calibration_patch(use_interpreter: bool) -> AbstractContextManager[Any]:
+    if not use_interpreter:
+        return nullcontext()
+    target = "coremltools.optimize.coreml._post_training_quantization._get_activation_calibration_stats"
+    return mock.patch(target, _interpreter_stats)
+
+
+def _recompile_pipeline_patch() -> AbstractContextManager[Any]:
+    """Compression re-compiles the program with the DEFAULT pass pipeline, whose
+    fuse_elementwise_to_batchnorm builds an fp32-mean batch_norm in an fp16 program (invalid: "mean has
+    dtype fp32 whereas x has dtype fp16"). Re-compile with our conversion pipeline instead."""
+    import coremltools.models.utils as ct_utils
+
+    return mock.patch.object(
+        ct_utils, "_mil_convert", functools.partial(ct_utils._mil_convert, pass_pipeline=pass_pipeline())
+    )
+
+
+def compress(
+    mlmodel: Any,
+    settings: CoreMLSettings,
+    calibration: Callable[[], np.ndarray],
+    can_predict: bool,
+) -> tuple[Any, dict[str, Any]]:
+    """Apply the compression of `settings.precision` (a no-op for fp32/fp16); returns (model, facts)."""
+    import coremltools.optimize as cto
+
+    if settings.precision in ("fp32", "fp16"):
+        return mlmodel, {}
+    facts: dict[str, Any] = {
+        "compression": settings.precision,
+        "compute_precision": settings.compute_precision,
+    }
+    try:
+        with quiet_coremltools(), _recompile_pipeline_patch():
+            if settings.precision == "w8a8":
+                images = calibration()[: settings.calibration_samples]
+                act_config = cto.coreml.OptimizationConfig(
+                    global_config=cto.coreml.experimental.OpActivationLinearQuantizerConfig(
+                        mode="linear_symmetric"
+                    ),
+                    op_name_configs=dict.fromkeys(_output_producers(mlmodel)),
+                )
+                with _calibration_patch(not can_predict):
+                    mlmodel = cto.coreml.experimental.linear_quantize_activations(
+                        mlmodel, act_config, calibration_feeds(images, settings)
+                    )
+                facts["calibration_images"] = int(len(images))
+                facts["calibration_runtime"] = "coreml" if can_predict else "mil-reference"
+            mlmodel = (
+                cto.coreml.palettize_weights(mlmodel, _weight_config(settings))
+                if settings.precision == "palettized"
+                else cto.coreml.linear_quantize_weights(mlmodel, _weight_config(settings))
+            )
+    except Exception as exc:
+        raise ExportError(
+            f"coremltools could not compress to {settings.precision}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if settings.precision == "palettized":
+        facts.update(palettize_bits=settings.palettize_bits, palettize_mode=settings.palettize_mode)
+    else:
+        facts["quantize_mode"] = settings.quantize_mode
+    return mlmodel, facts

@@ -1,0 +1,111 @@
+"""The Core ML exporter: convert, compress, add metadata, save the .mlpackage atomically."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ...errors import UsageError
+from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
+from .compress import compress
+from .convert import INPUT_NAME, LABEL_NAME, PROBS_NAME, convert_model, output_names, set_metadata
+from .runner import CoreMLRunner, MilReferenceRunner, can_predict
+from .settings import PRECISIONS, parse_settings
+
+
+def _calibration(options: ExportOptions) -> Any:
+    def load() -> Any:
+        from ...parity.inputs import calibration_images
+
+        return calibration_images(options.calibration_images, options.image_size)
+
+    return load
+
+
+class CoreMLExporter(Exporter):
+    target: ClassVar[str] = "coreml"
+    extra: ClassVar[str] = "coreml"
+    suffix: ClassVar[str] = ".mlpackage"
+    precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+    required_modules: ClassVar[tuple[str, ...]] = ("coremltools",)
+
+    def check_options(self, options: ExportOptions) -> None:
+        parse_settings(options)
+
+    def export(self, model: nn.Module, options: ExportOptions, dest: Path) -> Artifact:
+        settings = parse_settings(options)  # every usage error before any work or any file
+        dest = Path(dest)
+        if dest.suffix != self.suffix:
+            raise UsageError(f"{dest}: a Core ML artifact must end in {self.suffix}")
+        size = options.image_size
+        with atomic_output(dest, options.force) as tmp:
+            mlmodel, facts = convert_model(model, settings, size)
+            mlmodel, compression = compress(mlmodel, settings, _calibration(options), can_predict())
+            set_metadata(mlmodel, model, settings, size, facts["rewrites"])
+            mlmodel.save(str(tmp))
+        names = output_names(model, settings)
+        outputs = [_output_spec(n, model, size) for n in model.output_names]
+        if model.task == "classification":
+            outputs.append(TensorSpec(PROBS_NAME, [model.config.num_labels], "dict", "label->probability"))
+            outputs.append(TensorSpec(LABEL_NAME, [1], "string", "label"))
+        if "mask" in names:
+            outputs.append(TensorSpec("mask", [1, "H", "W"], "int32", "NHW"))
+        input_spec = (
+            TensorSpec(INPUT_NAME, [1, size, size, 3], "image", "BGR image, scale 1/255")
+            if settings.input_type == "image"
+            else TensorSpec(INPUT_NAME, [1, 3, size, size], "float32", "NCHW")
+        )
+        return Artifact(
+            target=self.target,
+            precision=settings.precision,
+            path=dest,
+            inputs=[input_spec],
+            outputs=outputs,
+            rewrites=facts["rewrites"],
+            runtime="coreml-mac" if can_predict() else "mil-reference",
+            options={
+                **settings.to_dict(),
+                **compression,
+                "conversion_path": facts["conversion_path"],
+                **{k: v for k, v in facts.items() if k.endswith("_seconds")},
+                "reference_outputs": list(model.output_names),
+            },
+        )
+
+    def load_runner(self, path: Path, artifact: dict[str, Any], threads: int | None = None) -> Runner:
+        opts = artifact.get("options", {}) if artifact else {}
+        names = list(opts.get("reference_outputs") or _reference_outputs_from_spec(path))
+        if can_predict():
+            return CoreMLRunner(Path(path), names, opts.get("compute_units") or "ALL")
+        return MilReferenceRunner(Path(path), names)  # threads: NumPy's BLAS threads govern it
+
+    def op_histogram(self, path: Path) -> dict[str, int]:
+        from ...parity.mil import MilInterpreter
+
+        hist = MilInterpreter.from_mlpackage(path).op_histogram()
+        hist.pop("const", None)  # weights and parameters, not computation
+        return dict(collections.Counter(dict(hist.most_common())))
+
+
+def _output_spec(name: str, model: nn.Module, size: int) -> TensorSpec:
+    cfg = model.config
+    if model.task == "classification":
+        return TensorSpec(name, [1, cfg.num_labels], "float32", "NC")
+    return TensorSpec(
+        name,
+        [1, "C", "H", "W"] if name != "pooler_output" else [1, "C"],
+        "float32",
+        "NCHW" if name != "pooler_output" else "NC",
+    )
+
+
+def _reference_outputs_from_spec(path: Path) -> list[str]:
+    """Without a manifest entry: the spec's outputs minus the ones we add for apps."""
+    import coremltools as ct
+
+    names = [o.name for o in ct.utils.load_spec(str(path)).description.output]
+    extra = {PROBS_NAME, LABEL_NAME, "mask"}
+    return [n for n in names if n not in extra]

@@ -1,0 +1,111 @@
+"""The ONNX exporter: fp32 / fp16 / int8 artifacts, each a single self-contained .onnx file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx
+from torch import nn
+
+from ...parity.inputs import calibration_images
+from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
+from . import convert, quantize
+from .metadata import JSON_KEYS, artifact_metadata, read_metadata, set_metadata
+from .runner import RUNTIME, OnnxRunner, onnx_op_histogram
+
+_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.UINT8: "uint8",
+}
+
+
+def _specs(values: Any, embedded_input: bool = False) -> list[TensorSpec]:
+    specs = []
+    for v in values:
+        t = v.type.tensor_type
+        shape: list[int | str] = [d.dim_param or d.dim_value for d in t.shape.dim]
+        layout = "NHWC" if embedded_input else {2: "NC", 3: "NLC", 4: "NCHW"}.get(len(shape), "")
+        specs.append(TensorSpec(v.name, shape, _DTYPES.get(t.elem_type, str(t.elem_type)), layout))
+    return specs
+
+
+class OnnxExporter(Exporter):
+    target: ClassVar[str] = "onnx"
+    extra: ClassVar[str] = "onnx"
+    suffix: ClassVar[str] = ".onnx"
+    required_modules: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime", "onnxscript")
+
+    def export(self, model: nn.Module, options: ExportOptions, dest: Path) -> Artifact:
+        self.check_available()
+        self.check_options(options)
+        opset = convert.resolve_opset(options.backend)
+        dest = Path(dest)
+        embedded = options.embed_preprocessing
+        # Read calibration images before any work: a bad folder fails fast and writes nothing.
+        calib = (
+            calibration_images(options.calibration_images, options.image_size)
+            if options.precision == "int8"
+            else None
+        )
+        int8_ops = quantize.resolve_op_types(options.backend) if options.precision == "int8" else None
+        fp16_io = bool(options.backend.get("fp16_io", False))
+        extra: dict[str, Any] = {"opset": opset, "exporter": "torch.onnx dynamo", "simplifier": "onnxslim"}
+
+        with atomic_output(dest, options.force) as tmp:
+            graph = convert.fp32_graph(model, options.image_size, embedded, opset)
+            proto = graph.proto
+            if options.precision == "fp16":
+                proto = quantize.to_fp16(proto, fp16_io)
+                extra["fp16_io"] = fp16_io
+            elif calib is not None:  # int8
+                fp32_path = tmp.with_name("fp32.onnx")
+                onnx.save(proto, str(fp32_path))
+                extra["int8"] = quantize.quantize_int8(
+                    fp32_path, tmp, graph.input_name, calib, embedded, int8_ops
+                )
+                proto = onnx.load(str(tmp))
+            props = artifact_metadata(
+                model, options.image_size, embedded, options.precision, graph.rewrites, extra
+            )
+            set_metadata(proto, props)
+            convert.check(proto)
+            onnx.save(proto, str(tmp), save_as_external_data=False)
+
+        return Artifact(
+            target=self.target,
+            precision=options.precision,
+            path=dest,
+            inputs=_specs(proto.graph.input, embedded),
+            outputs=_specs(proto.graph.output),
+            rewrites=graph.rewrites,
+            runtime=RUNTIME,
+            options=extra,
+        )
+
+    def load_runner(self, path: Path, artifact: dict[str, Any], threads: int | None = None) -> Runner:
+        self.check_available()
+        return OnnxRunner(Path(path), threads)
+
+    def op_histogram(self, path: Path) -> dict[str, int]:
+        return onnx_op_histogram(path)
+
+    def metadata(self, path: Path) -> dict[str, Any]:
+        """Our metadata_props with the JSON-valued ones decoded; everything else stays a string."""
+        meta: dict[str, Any] = read_metadata(onnx.load(str(path), load_external_data=False))
+        for key in JSON_KEYS & meta.keys():
+            try:
+                meta[key] = json.loads(meta[key])
+            except ValueError:
+                pass  # not written by us: keep the raw string
+        return meta
+
+    def intermediates(
+        self, path: Path, artifact: dict[str, Any], images: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        from .intermediates import onnx_intermediates
+
+        return onnx_intermediates(Path(path), images)

@@ -1,0 +1,85 @@
+"""onnxruntime CPU runner, the op histogram audit and the latency benchmark of an .onnx artifact."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ...bench.latency import LatencyResult, measure_latency
+from ..base import default_threads, images_to_pixel_values
+
+RUNTIME = "onnxruntime"
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
+
+
+def make_session(path: Path, threads: int | None = None):  # -> onnxruntime.InferenceSession
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or default_threads()
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # warnings about unused initializers etc. are noise here
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+class OnnxRunner:
+    """uint8 RGB [B,H,W,3] -> float32 outputs in graph (= reference) order."""
+
+    runtime = RUNTIME
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        self.session = make_session(path, threads)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_type = _NP_TYPES.get(inp.type, np.float32)
+        self.input_shape = list(inp.shape)
+
+    def feed(self, images: np.ndarray) -> np.ndarray:
+        if self.input_type == np.uint8:  # embedded preprocessing: the graph takes camera pixels
+            return np.ascontiguousarray(images, dtype=np.uint8)
+        return images_to_pixel_values(images).astype(self.input_type, copy=False)
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        outs = self.session.run(None, {self.input_name: self.feed(images)})
+        return [np.asarray(o, dtype=np.float32) for o in outs]
+
+
+def _count(
+    nodes: Iterable[onnx.NodeProto], functions: dict[tuple[str, str], onnx.FunctionProto], hist: Counter
+) -> None:
+    for node in nodes:
+        fn = functions.get((node.domain, node.op_type))
+        if fn is not None:  # a call to a local function: count what it runs, not the call
+            _count(fn.node, functions, hist)
+        else:
+            hist[node.op_type] += 1
+        for attr in node.attribute:  # If/Loop/Scan bodies
+            for g in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                _count(g.node, functions, hist)
+
+
+def onnx_op_histogram(path: Path | str) -> dict[str, int]:
+    """op_type -> count over the main graph, subgraphs and (inlined per call) local functions."""
+    proto = onnx.load(str(path), load_external_data=False)
+    functions = {(f.domain, f.name): f for f in proto.functions}
+    hist: Counter = Counter()
+    _count(proto.graph.node, functions, hist)
+    return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def bench_onnx(path: Path | str, threads: int, warmup: int = 5, runs: int = 20) -> LatencyResult:
+    """Median latency of one batch-1 image at the artifact's own input size."""
+    runner = OnnxRunner(Path(path), threads)
+    shape = [1 if not isinstance(d, int) else d for d in runner.input_shape]
+    rng = np.random.default_rng(0)
+    if runner.input_type == np.uint8:
+        x = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    else:
+        x = rng.random(shape, dtype=np.float32).astype(runner.input_type)
+    feeds = {runner.input_name: x}
+    return measure_latency(lambda: runner.session.run(None, feeds), RUNTIME, threads, warmup, runs)

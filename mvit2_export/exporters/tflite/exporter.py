@@ -1,0 +1,154 @@
+"""The TFLite / LiteRT exporter: fp32 / fp16 / int8 .tflite files with an NHWC input and a named signature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ... import __version__
+from ...errors import UsageError
+from ...model import Preprocessor
+from ...parity.inputs import calibration_images
+from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
+from . import convert, quantize
+from .flatbuffer import io_dtypes, op_histogram, read_metadata, with_metadata
+from .runner import KERNELS, RUNTIME, LiteRTRunner
+
+
+def preprocessing_dict(image_size: int, embedded: bool) -> dict[str, Any]:
+    """What the caller must do before feeding the input (the graph does the rest when embedded)."""
+    pre = Preprocessor.for_image_size(image_size).to_dict()
+    pre["layout"] = "NHWC"
+    if embedded:
+        pre.update(do_rescale=False, do_flip_channel_order=False, channel_order="RGB", dtype="uint8")
+    else:
+        pre.update(channel_order="BGR", dtype="float32")
+    pre["embedded_in_graph"] = embedded
+    return pre
+
+
+def _output_specs(model: nn.Module, lowered: convert.Lowered, image_size: int) -> list[TensorSpec]:
+    import torch
+
+    with torch.no_grad():
+        outs = model(torch.zeros(1, 3, image_size, image_size))
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    specs = []
+    for name, o in zip(lowered.output_names, outs, strict=True):
+        shape = list(o.shape)
+        layout = lowered.output_layouts[name]
+        if layout == "NHWC":
+            shape = [shape[0], shape[2], shape[3], shape[1]]
+        specs.append(TensorSpec(name, shape, "float32", layout))
+    return specs
+
+
+class TFLiteExporter(Exporter):
+    target: ClassVar[str] = "tflite"
+    extra: ClassVar[str] = "tflite"
+    suffix: ClassVar[str] = ".tflite"
+    required_modules: ClassVar[tuple[str, ...]] = ("litert_torch", "ai_edge_litert")
+
+    def check_options(self, options: ExportOptions) -> None:
+        super().check_options(options)
+        known = {"int8_mode", "kernels"}
+        unknown = sorted(set(options.backend) - known)
+        if unknown:
+            raise UsageError(f"unknown tflite option(s) {unknown} (known: {sorted(known)})")
+        if options.precision == "int8":
+            mode = quantize.int8_mode(options.backend)
+            if mode == "dynamic" and options.calibration_images is not None:
+                raise UsageError(
+                    "int8_mode 'dynamic' takes no calibration images (only 'static' is calibrated)"
+                )
+        elif "int8_mode" in options.backend:
+            raise UsageError(f"int8_mode applies to precision int8, not {options.precision}")
+        if options.backend.get("kernels", "xnnpack") not in KERNELS:
+            raise UsageError(f"kernels must be one of {', '.join(KERNELS)}")
+
+    def export(self, model: nn.Module, options: ExportOptions, dest: Path) -> Artifact:
+        self.check_available()
+        self.check_options(options)
+        dest = Path(dest)
+        embedded = options.embed_preprocessing
+        mode = quantize.int8_mode(options.backend) if options.precision == "int8" else None
+        # Read calibration images before any work: a bad folder fails fast and writes nothing.
+        calib = (
+            calibration_images(options.calibration_images, options.image_size) if mode == "static" else None
+        )
+        extra: dict[str, Any] = {"converter": "litert-torch", "input_layout": "NHWC"}
+        with atomic_output(dest, options.force) as tmp:
+            lowered = convert.lower(model, options.image_size, embedded)
+            flat = lowered.flatbuffer
+            if options.precision == "fp16":
+                flat = quantize.to_fp16(flat)
+                extra["quantizer"] = "ai-edge-quantizer FLOAT_CASTING (fp16 weights)"
+            elif mode is not None:
+                flat, info = quantize.to_int8(
+                    flat, mode, lowered.signature, lowered.input_name, calib, embedded
+                )
+                extra.update(info)
+            in_types, out_types = io_dtypes(flat)
+            outputs = _output_specs(model, lowered, options.image_size)
+            for spec in outputs:  # full-integer int8 has int8 outputs (the runner dequantizes them)
+                spec.dtype = out_types[0] if len(set(out_types)) == 1 else spec.dtype
+            extra.update(
+                signature=lowered.signature,
+                output_layouts=lowered.output_layouts,
+                default_kernels=options.backend.get("kernels", "xnnpack"),
+                metadata_location="flatbuffer Model.metadata['mvit2_export'] (JSON)",
+            )
+            tmp.write_bytes(with_metadata(flat, self._metadata(model, options, lowered, extra)))
+
+        size = options.image_size
+        in_spec = TensorSpec(lowered.input_name, [1, size, size, 3], in_types[0], "NHWC")
+        return Artifact(
+            target=self.target,
+            precision=options.precision,
+            path=dest,
+            inputs=[in_spec],
+            outputs=outputs,
+            rewrites=lowered.rewrites,
+            runtime=RUNTIME,
+            options=extra,
+        )
+
+    @staticmethod
+    def _metadata(
+        model: nn.Module, options: ExportOptions, lowered: convert.Lowered, extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        ckpt = getattr(model, "checkpoint", None)
+        id2label = {str(k): v for k, v in (getattr(model.config, "id2label", None) or {}).items()}
+        return {
+            "task": model.task,
+            "precision": options.precision,
+            "image_size": options.image_size,
+            "signature": lowered.signature,
+            "input_name": lowered.input_name,
+            "output_names": lowered.output_names,
+            "output_layouts": lowered.output_layouts,
+            "id2label": id2label,
+            "preprocessing": preprocessing_dict(options.image_size, options.embed_preprocessing),
+            "checkpoint_sha256": (ckpt.sha256 if ckpt and ckpt.sha256 else ""),
+            "checkpoint_source": (ckpt.source if ckpt else ""),
+            "untrained": bool(ckpt.untrained) if ckpt else True,
+            "mvit2_export_version": __version__,
+            "rewrites": lowered.rewrites,
+            "export_options": extra,
+        }
+
+    def load_runner(
+        self, path: Path, artifact: dict[str, Any], threads: int | None = None, kernels: str | None = None
+    ) -> Runner:
+        """`kernels`: "xnnpack" (default) or "reference"; else the artifact's `default_kernels` option."""
+        self.check_available()
+        chosen = kernels or (artifact or {}).get("options", {}).get("default_kernels", "xnnpack")
+        return LiteRTRunner(Path(path), artifact, threads, chosen)
+
+    def op_histogram(self, path: Path) -> dict[str, int]:
+        return op_histogram(Path(path))
+
+    def metadata(self, path: Path) -> dict[str, Any]:
+        return read_metadata(Path(path))

@@ -23,8 +23,10 @@ PIPELINES: dict[str, list[str]] = {
     ],
     "coreml": [
         *_CLEANUP,
-        # Not pixel_unshuffle: coremltools maps it only from iOS16; this form converts for iOS15.
-        "coreml::unfold_to_reshape_transpose",
+        # ml-cvnets' patching: a one-hot depthwise conv. pixel_unshuffle is decomposed by torch.export
+        # into rank-6 reshape + permute (6 transposes in the MIL program, rank over the ANE's 5), and
+        # coreml::unfold_to_reshape_transpose keeps transposes too; the conv has none.
+        "common::unfold_to_depthwise_conv",
         "common::fold_to_pixel_shuffle",
         "common::remove_broadcast_expand",
         "common::decompose_group_norm",

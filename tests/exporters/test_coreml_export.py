@@ -163,13 +163,11 @@ def test_op_histogram_has_no_forbidden_ops(exported, exporter, task):
 
 
 def test_op_histogram_has_no_transpose(exported, exporter):
+    """Patching is a one-hot depthwise conv and folding a pixel_shuffle: no layout transposes anywhere."""
     _, art, _ = exported("classification", "fp16")
     hist = exporter.op_histogram(art.path)
-    if "transpose" in hist:
-        pytest.xfail(
-            "rewrites: the re-export after common::unfold_to_pixel_unshuffle decomposes pixel_unshuffle into "
-            f"reshape+permute ({hist['transpose']} transposes, outside the attention)"
-        )
+    assert "transpose" not in hist, hist
+    assert hist.get("pixel_shuffle") == 3
 
 
 def test_ane_audit_fp16_is_clean_fp32_is_flagged(exported):

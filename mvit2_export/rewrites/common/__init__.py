@@ -6,5 +6,6 @@ from . import (  # noqa: F401 - imported to register
     fold_to_pixel_shuffle,
     remove_broadcast_expand,
     remove_identity_ops,
+    unfold_to_depthwise_conv,
     unfold_to_pixel_unshuffle,
 )

@@ -11,6 +11,8 @@ from .errors import IntegrityError, Mvit2ExportError, ParityError
 from .exporters import get_exporter
 from .exporters.base import default_threads
 from .manifest import read_manifest, verify_artifact
+from .parity.inputs import parity_images
+from .parity.localize import localize_artifact
 from .parity.run import run_parity
 
 
@@ -22,6 +24,7 @@ class CheckResult:
     passed: bool
     detail: str
     parity: dict[str, Any] | None = None
+    localization: dict[str, Any] | None = None
 
 
 def manifest_entries(path: Path) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
@@ -40,8 +43,14 @@ def manifest_entries(path: Path) -> tuple[Path, dict[str, Any], list[dict[str, A
     return out, manifest, entries
 
 
-def check(path: str | Path, checkpoint: str | None = None, threads: int | None = None) -> list[CheckResult]:
-    """Check every artifact; returns one result each. Raises ParityError/IntegrityError if any failed."""
+def check(
+    path: str | Path, checkpoint: str | None = None, threads: int | None = None, localize: bool = False
+) -> list[CheckResult]:
+    """Check every artifact; returns one result each (see `raise_on_failure`).
+
+    With `localize`, each artifact's intermediates are also compared with PyTorch's, op by op, and the
+    result names the first operation that diverges.
+    """
     out, manifest, entries = manifest_entries(Path(path))
     model = load_reference_for_manifest(manifest, checkpoint)
     size = int(manifest["model"]["image_size"])
@@ -50,24 +59,42 @@ def check(path: str | Path, checkpoint: str | None = None, threads: int | None =
         label = (entry["path"], entry["target"], entry["precision"])
         try:
             artifact = verify_artifact(out, entry)
-            runner = get_exporter(entry["target"]).load_runner(artifact, entry, threads or default_threads())
+            exporter = get_exporter(entry["target"])
+            runner = exporter.load_runner(artifact, entry, threads or default_threads())
             report = run_parity(model, runner, entry["precision"], size)
+            where = (
+                localize_artifact(model, exporter, artifact, entry, parity_images(size, 1, 0))
+                if localize
+                else None
+            )
         except Mvit2ExportError as exc:
             results.append(CheckResult(*label, passed=False, detail=exc.message))
             continue
         detail = "ok" if report.passed else "; ".join(report.failures())
         if report.passed and not report.gated:
             detail = f"ok ({report.note})"
-        results.append(CheckResult(*label, passed=report.passed, detail=detail, parity=report.to_dict()))
-    failed = [r for r in results if not r.passed]
-    if failed:
-        kind = (
-            IntegrityError
-            if any("sha256" in r.detail or "missing" in r.detail for r in failed)
-            else ParityError
-        )
-        raise kind(
-            f"{len(failed)} of {len(results)} artifacts failed: "
-            + " | ".join(f"{r.path}: {r.detail}" for r in failed)
+        if where is not None:
+            detail += f" | {where.summary()}"
+        results.append(
+            CheckResult(
+                *label,
+                passed=report.passed,
+                detail=detail,
+                parity=report.to_dict(),
+                localization=where.to_dict() if where else None,
+            )
         )
     return results
+
+
+def raise_on_failure(results: list[CheckResult]) -> None:
+    """IntegrityError when a file is missing or changed, else ParityError, naming every failed artifact."""
+    failed = [r for r in results if not r.passed]
+    if not failed:
+        return
+    integrity = any("sha256" in r.detail or "missing" in r.detail for r in failed)
+    kind = IntegrityError if integrity else ParityError
+    raise kind(
+        f"{len(failed)} of {len(results)} artifacts failed: "
+        + " | ".join(f"{r.path}: {r.detail}" for r in failed)
+    )

@@ -39,11 +39,13 @@ def mvit2_check(request: pytest.FixtureRequest) -> Callable[..., list[Any]]:
     default_checkpoint = request.config.getoption("--mvit2-checkpoint")
 
     def run(path: str | Path, checkpoint: str | None = None) -> list[Any]:
-        from mvit2_export.check import check
+        from mvit2_export.check import check, raise_on_failure
         from mvit2_export.errors import Mvit2ExportError
 
         try:
-            return check(path, checkpoint or default_checkpoint)
+            results = check(path, checkpoint or default_checkpoint)
+            raise_on_failure(results)
+            return results
         except Mvit2ExportError as exc:
             pytest.fail(exc.message, pytrace=False)
 
@@ -56,11 +58,11 @@ class ArtifactItem(pytest.Item):
         self.out, self.entry_path, self.checkpoint = out, entry_path, checkpoint
 
     def runtest(self) -> None:
-        from mvit2_export.check import check
+        from mvit2_export.check import check, raise_on_failure
         from mvit2_export.errors import Mvit2ExportError
 
         try:
-            check(self.out / self.entry_path, self.checkpoint)
+            raise_on_failure(check(self.out / self.entry_path, self.checkpoint))
         except Mvit2ExportError as exc:
             raise ArtifactFailure(exc.message) from None
 

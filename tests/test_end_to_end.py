@@ -133,3 +133,73 @@ def test_pytest_plugin_gates_a_users_suite(exported, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "3 passed" in proc.stdout
+
+
+def test_inspect_reports_histogram_audit_and_rewrites(exported, capsys):
+    manifest = json.loads((exported / "manifest.json").read_text())
+    path = exported / manifest["artifacts"][0]["path"]
+    assert main(["inspect", str(path), "--json", "--require-elementwise"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["op_histogram"] == manifest["artifacts"][0]["op_histogram"]
+    assert result["audit"]["elementwise_attention"] and result["audit"]["violations"] == {}
+    assert {"Col2Im", "Gather", "Expand", "MatMul"}.isdisjoint(result["op_histogram"])
+    assert any(r["id"] == "common::fold_to_pixel_shuffle" and r["fired"] == 3 for r in result["rewrites"])
+
+
+def test_inspect_require_elementwise_fails_on_a_plain_dynamo_export(tmp_path, capsys):
+    """transformers' unrewritten model through the dynamo exporter keeps Col2Im/Expand: the audit must say so."""
+    from tests.conftest import build_hf_model
+
+    hf = build_hf_model("classification")
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.m = hf
+
+        def forward(self, x):
+            return self.m(pixel_values=x).logits
+
+    path = tmp_path / "plain.onnx"
+    torch.onnx.export(Logits().eval(), (torch.rand(1, 3, 64, 64),), str(path), dynamo=True, opset_version=18)
+    assert main(["inspect", str(path), "--require-elementwise"]) == 7
+    captured = capsys.readouterr()
+    assert "Col2Im" in captured.err and "attention audit: FAIL" in captured.out
+
+
+def test_check_localize_compares_intermediates_op_by_op(exported, capsys):
+    manifest = json.loads((exported / "manifest.json").read_text())
+    fp32 = exported / manifest["artifacts"][0]["path"]
+    assert main(["check", str(fp32), "--localize", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    loc = result["localization"]
+    assert loc["compared"] >= 50  # value names survive the dynamo exporter for most nodes
+    assert loc["first_divergent"] is None and loc["tolerance"] == 1e-4
+    assert max(op["rel_err"] for op in loc["ops"]) <= 1e-4
+
+
+def test_localize_names_the_op_where_an_artifact_diverges(exported, tmp_path):
+    """Corrupt one conv's weights inside a copy of the fp32 graph: localization must point at that conv."""
+    import onnx
+    from onnx import numpy_helper
+
+    from mvit2_export.api import load_reference_for_manifest
+    from mvit2_export.exporters import get_exporter
+    from mvit2_export.parity.inputs import parity_images
+    from mvit2_export.parity.localize import localize_artifact
+
+    manifest = json.loads((exported / "manifest.json").read_text())
+    entry = manifest["artifacts"][0]
+    proto = onnx.load(str(exported / entry["path"]))
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    victim = convs[len(convs) // 2]
+    init = next(i for i in proto.graph.initializer if i.name == victim.input[1])
+    w = numpy_helper.to_array(init).copy()
+    w *= 1.5
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    bad = tmp_path / "bad.onnx"
+    onnx.save(proto, str(bad))
+    model = load_reference_for_manifest(manifest)
+    loc = localize_artifact(model, get_exporter("onnx"), bad, entry, parity_images(64, 1, 0))
+    assert loc.first_divergent is not None
+    assert loc.first_divergent.name == victim.output[0], (loc.first_divergent, victim.output[0])

@@ -219,13 +219,16 @@ def add_check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="an output directory with manifest.json, or one artifact in it")
     p.add_argument("--checkpoint", help="the checkpoint to compare against (default: the manifest's source)")
     p.add_argument("--threads", type=int)
+    p.add_argument(
+        "--localize", action="store_true", help="compare intermediates op by op; name the first divergent op"
+    )
     p.add_argument("--json", action="store_true")
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..check import check
+    from ..check import check, raise_on_failure
 
-    results = check(args.path, args.checkpoint, args.threads)
+    results = check(args.path, args.checkpoint, args.threads, localize=args.localize)
     if args.json:
         print(json.dumps([r.__dict__ for r in results], indent=2, default=str))
     else:
@@ -233,6 +236,7 @@ def run_check(args: argparse.Namespace) -> int:
             console.print(
                 f"{'PASS' if r.passed else 'FAIL'}  {r.path}  [{r.target} {r.precision}]  {r.detail}"
             )
+    raise_on_failure(results)  # after printing: the table (and localization) is what the user needs
     return 0
 
 

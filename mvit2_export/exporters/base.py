@@ -119,6 +119,12 @@ class Exporter(abc.ABC):
         """The tool's metadata stored in the artifact (rewrites, preprocessing, checkpoint sha256), if any."""
         return {}
 
+    def intermediates(
+        self, path: Path, artifact: dict[str, Any], images: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Every intermediate tensor the runtime can expose, by value name, in execution order (for --localize)."""
+        raise UsageError(f"--localize is not available for {self.target} artifacts yet")
+
     def static_audit(self, path: Path) -> list[dict[str, Any]]:
         """Backend-specific static findings (e.g. Neural Engine constraints); empty when there are none."""
         return []

@@ -27,13 +27,19 @@ from .model.config import ARCHITECTURE_TASKS
 Progress = Callable[[str], None]
 
 
+# fp32/fp16/int8 for every target; Core ML also has weight palettization and W8A8 (its exporter says which).
+KNOWN_PRECISIONS = (*PRECISIONS, "palettized", "w8a8")
+
+
 def parse_precisions(value: str | list[str]) -> list[str]:
     items = value if isinstance(value, list) else [p.strip().lower() for p in value.split(",") if p.strip()]
     if not items:
         raise UsageError("--precision needs a value: fp32, fp16 or int8 (comma list allowed)")
     for p in items:
-        if p not in PRECISIONS:
-            raise UsageError(f"unknown precision {p!r}; expected a comma list of {', '.join(PRECISIONS)}")
+        if p not in KNOWN_PRECISIONS:
+            raise UsageError(
+                f"unknown precision {p!r}; expected a comma list of {', '.join(KNOWN_PRECISIONS)}"
+            )
     return list(dict.fromkeys(items))
 
 
@@ -140,6 +146,20 @@ def export(
     calib = Path(calibration_images) if calibration_images else None
     if calib is not None and not calib.is_dir():
         raise UsageError(f"{calib}: calibration images must be a directory")
+    # Every (target, precision) is validated before anything is written: a bad combination costs nothing.
+    jobs = []
+    for t in targets:
+        for p in precisions:
+            options = ExportOptions(
+                precision=p,
+                image_size=size,
+                embed_preprocessing=embed_preprocessing,
+                calibration_images=calib,
+                force=force,
+                backend=dict((backend_options or {}).get(t, {})),
+            )
+            exporters[t].check_options(options)
+            jobs.append((t, options))
     out = Path(out_dir)
     prepare_out_dir(out, force)
 
@@ -151,37 +171,27 @@ def export(
     }
     write_manifest(out, manifest)
     failures: list[str] = []
-    for t in targets:
-        exporter = exporters[t]
-        for p in precisions:
-            options = ExportOptions(
-                precision=p,
-                image_size=size,
-                embed_preprocessing=embed_preprocessing,
-                calibration_images=calib,
-                force=force,
-                backend=dict((backend_options or {}).get(t, {})),
-            )
-            exporter.check_options(options)
-            dest = out / artifact_name(model, exporter.suffix, p, embed_preprocessing)
-            say(f"exporting {t} {p} -> {dest.name}")
-            artifact = exporter.export(model, options, dest)
-            entry = artifact.to_dict(out)
-            entry["sha256"] = sha256_path(dest)
-            histogram = exporter.op_histogram(dest)
-            entry["op_histogram"] = dict(sorted(histogram.items()))
-            entry["audit"] = audit_histogram(t, histogram)
-            if check:
-                say(f"checking parity of {dest.name} ({artifact.runtime})")
-                from .parity.run import run_parity
+    for t, options in jobs:
+        exporter, p = exporters[t], options.precision
+        dest = out / artifact_name(model, exporter.suffix, p, embed_preprocessing)
+        say(f"exporting {t} {p} -> {dest.name}")
+        artifact = exporter.export(model, options, dest)
+        entry = artifact.to_dict(out)
+        entry["sha256"] = sha256_path(dest)
+        histogram = exporter.op_histogram(dest)
+        entry["op_histogram"] = dict(sorted(histogram.items()))
+        entry["audit"] = audit_histogram(t, histogram)
+        if check:
+            say(f"checking parity of {dest.name} ({artifact.runtime})")
+            from .parity.run import run_parity
 
-                runner = exporter.load_runner(dest, entry, threads or default_threads())
-                report = run_parity(model, runner, p, size)
-                entry["parity"] = report.to_dict()
-                if not report.passed:
-                    failures.append(f"{dest.name}: {'; '.join(report.failures())}")
-            manifest["artifacts"].append(entry)
-            write_manifest(out, manifest)  # after each artifact: never lists a file that is not there
+            runner = exporter.load_runner(dest, entry, threads or default_threads())
+            report = run_parity(model, runner, p, size)
+            entry["parity"] = report.to_dict()
+            if not report.passed:
+                failures.append(f"{dest.name}: {'; '.join(report.failures())}")
+        manifest["artifacts"].append(entry)
+        write_manifest(out, manifest)  # after each artifact: never lists a file that is not there
     from .report import write_report
 
     write_report(out, manifest)

@@ -203,3 +203,32 @@ def test_localize_names_the_op_where_an_artifact_diverges(exported, tmp_path):
     loc = localize_artifact(model, get_exporter("onnx"), bad, entry, parity_images(64, 1, 0))
     assert loc.first_divergent is not None
     assert loc.first_divergent.name == victim.output[0], (loc.first_divergent, victim.output[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--target", "onnx", "--opset", "11"], "opset"),
+        (["--target", "onnx", "--precision", "palettized"], "palettized"),
+        (["--target", "coreml", "--deployment-target", "iOS9"], "iOS9"),
+        (
+            [
+                "--target",
+                "tflite",
+                "--precision",
+                "int8",
+                "--int8-mode",
+                "dynamic",
+                "--calibration-images",
+                ".",
+            ],
+            "dynamic",
+        ),
+    ],
+)
+def test_bad_option_combinations_write_nothing(tmp_path, capsys, args, needle):
+    out = tmp_path / "out"
+    assert main([*args, *SMALL, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err
+    assert not out.exists(), "a rejected option combination must not create the output directory"

@@ -49,26 +49,38 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
         "--calibration-images", help="folder of images for int8 calibration (default: bundled photos)"
     )
     p.add_argument("--threads", type=int, help="runtime threads for parity checks")
-    p.add_argument("--opset", type=int, help="ONNX opset")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    p.add_argument(
+        "--fp16-io", action="store_true", help="ONNX fp16: fp16 inputs/outputs too (default fp32 IO)"
+    )
     p.add_argument("--deployment-target", help="Core ML minimum deployment target (default iOS16)")
     p.add_argument(
         "--input-type", choices=("image", "tensor"), help="Core ML input: image (default) or tensor"
     )
-    p.add_argument("--compression", help="Core ML weight compression: int8, palettize6 (or paletteN), w8a8")
+    p.add_argument(
+        "--palettize-bits", type=int, help="Core ML --precision palettized: bits per weight (default 6)"
+    )
+    p.add_argument(
+        "--argmax-mask", action="store_true", help="Core ML segmentation: also output the argmax mask"
+    )
+    p.add_argument(
+        "--int8-mode", choices=("static", "dynamic"), help="TFLite int8: full-integer static or dynamic range"
+    )
 
 
 def backend_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    onnx: dict[str, Any] = {}
-    coreml: dict[str, Any] = {}
-    if args.opset is not None:
-        onnx["opset"] = args.opset
-    if args.deployment_target:
-        coreml["deployment_target"] = args.deployment_target
-    if args.input_type:
-        coreml["input_type"] = args.input_type
-    if args.compression:
-        coreml["compression"] = args.compression
-    return {"onnx": onnx, "coreml": coreml}
+    """CLI flags -> per-target options (only the flags given: exporters keep their own defaults)."""
+    flags = {
+        "onnx": {"opset": args.opset, "fp16_io": args.fp16_io or None},
+        "coreml": {
+            "deployment_target": args.deployment_target,
+            "input_type": args.input_type,
+            "palettize_bits": args.palettize_bits,
+            "argmax_mask": args.argmax_mask or None,
+        },
+        "tflite": {"int8_mode": args.int8_mode},
+    }
+    return {t: {k: v for k, v in opts.items() if v is not None} for t, opts in flags.items()}
 
 
 @contextmanager

@@ -39,6 +39,10 @@ class OnnxExporter(Exporter):
     suffix: ClassVar[str] = ".onnx"
     required_modules: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime", "onnxscript")
 
+    def check_options(self, options: ExportOptions) -> None:
+        super().check_options(options)
+        convert.resolve_opset(options.backend)  # an unsupported opset fails before any work
+
     def export(self, model: nn.Module, options: ExportOptions, dest: Path) -> Artifact:
         self.check_available()
         self.check_options(options)

@@ -216,7 +216,11 @@ def run_inspect(args: argparse.Namespace) -> int:
                 f"neural engine: [{finding.get('severity')}] {finding.get('rule')}: {finding.get('op_type')} {finding.get('op_name', '')}"
             )
         if result.get("rewrites"):
-            fired = [f"{r['id']} x{r['fired']}" for r in result["rewrites"] if r.get("fired")]
+            fired = [
+                r["id"] + (f" x{r['fired']}" if r["fired"] else "")
+                for r in result["rewrites"]
+                if r.get("fired") != 0
+            ]
             console.print("rewrites applied: " + (", ".join(fired) or "none"))
     if args.require_elementwise and not result["audit"]["elementwise_attention"]:
         err_console.print(f"error: {args.artifact}: attention audit failed: {result['audit']['violations']}")

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import collections
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import nn
 
 from ...errors import UsageError
 from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
+from .ane_audit import ane_audit
 from .compress import compress
-from .convert import INPUT_NAME, LABEL_NAME, PROBS_NAME, convert_model, output_names, set_metadata
+from .convert import (
+    INPUT_NAME,
+    LABEL_NAME,
+    META_PREFIX,
+    PROBS_NAME,
+    convert_model,
+    output_names,
+    set_metadata,
+)
 from .runner import CoreMLRunner, MilReferenceRunner, can_predict
 from .settings import PRECISIONS, parse_settings
 
@@ -88,6 +99,27 @@ class CoreMLExporter(Exporter):
         hist = MilInterpreter.from_mlpackage(path).op_histogram()
         hist.pop("const", None)  # weights and parameters, not computation
         return dict(collections.Counter(dict(hist.most_common())))
+
+    def metadata(self, path: Path) -> dict[str, Any]:
+        """The `mvit2_export.*` user-defined metadata of the package, with `rewrites` as a list of ids."""
+        import coremltools as ct
+
+        user = dict(ct.utils.load_spec(str(path)).description.metadata.userDefined)
+        meta = {k[len(META_PREFIX) :]: v for k, v in user.items() if k.startswith(META_PREFIX)}
+        if "rewrites_applied" in meta:
+            meta["rewrites"] = [{"id": i, "fired": None} for i in json.loads(meta["rewrites_applied"])]
+        return meta
+
+    def static_audit(self, path: Path) -> list[dict[str, Any]]:
+        return ane_audit(path)
+
+    def intermediates(
+        self, path: Path, artifact: dict[str, Any], images: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Every op output of the saved program, executed by the MIL interpreter (program order)."""
+        runner = MilReferenceRunner(Path(path), [])
+        _, trace = runner.interp.run(runner.feed(images[0]), trace=True)
+        return trace
 
 
 def _output_spec(name: str, model: nn.Module, size: int) -> TensorSpec:

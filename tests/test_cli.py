@@ -176,3 +176,10 @@ def test_verbose_shows_the_traceback(tmp_path):
 def test_bad_arguments(args, needle, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert_one_line_error(run_main(capsys, *args), needle)
+
+
+def test_hub_id_without_network_says_how_to_download(monkeypatch, capsys):
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no test may need the network
+    proc = run_main(capsys, "info", "--checkpoint", "apple/mobilevitv2-1.0-imagenet1k-256")
+    assert_one_line_error(proc, "apple/mobilevitv2-1.0-imagenet1k-256", "download")

@@ -66,7 +66,9 @@ def test_full_size_width_1_on_real_photos(hf_checkpoint, photos):
         size={"shortest_edge": 288}, crop_size={"height": 256, "width": 256}, resample=2
     )
     x = processor(images=list(photos.values()), return_tensors="pt")["pixel_values"]
-    ours, theirs = outputs(model, x)[0], hf_forward(hf, x)
+    mine = torch.from_numpy(Preprocessor.from_dict(processor.to_dict()).batch(list(photos.values())))
+    assert (mine - x).abs().max().item() <= 1e-6
+    ours, theirs = outputs(model, mine)[0], hf_forward(hf, x)  # our pipeline end to end vs theirs
     assert (ours - theirs).abs().max().item() <= ATOL
     assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
 

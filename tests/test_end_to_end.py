@@ -232,3 +232,9 @@ def test_bad_option_combinations_write_nothing(tmp_path, capsys, args, needle):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err
     assert not out.exists(), "a rejected option combination must not create the output directory"
+
+
+def test_reexport_is_byte_identical(exported, tmp_path):
+    first = json.loads((exported / "manifest.json").read_text())["artifacts"][0]
+    again = export(None, "onnx", tmp_path / "again", "fp32", width=0.5, image_size=64, check=False)
+    assert again["artifacts"][0]["sha256"] == first["sha256"]

@@ -72,8 +72,8 @@ def get_attr_tensor(gm: GraphModule, node: object) -> torch.Tensor | None:
     return obj if isinstance(obj, torch.Tensor) else None
 
 
-def add_constant(gm: GraphModule, stem: str, value: torch.Tensor, before: Node) -> Node:
-    """Store `value` as a new buffer on `gm` and return a `get_attr` node for it, placed before `before`.
+def add_buffer(gm: GraphModule, stem: str, value: torch.Tensor) -> str:
+    """Store `value` as a new buffer on `gm` under a fresh name derived from `stem`; returns the name.
 
     Buffers (not parameters): folded weights are inference constants; re-export lifts them either way.
     """
@@ -83,6 +83,12 @@ def add_constant(gm: GraphModule, stem: str, value: torch.Tensor, before: Node) 
         i += 1
         name = f"{base}_{i}"
     gm.register_buffer(name, value.detach().clone().contiguous())
+    return name
+
+
+def add_constant(gm: GraphModule, stem: str, value: torch.Tensor, before: Node) -> Node:
+    """Store `value` as a new buffer on `gm` and return a `get_attr` node for it, placed before `before`."""
+    name = add_buffer(gm, stem, value)
     with gm.graph.inserting_before(before):
         return gm.graph.get_attr(name)
 

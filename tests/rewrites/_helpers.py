@@ -83,3 +83,13 @@ def hf_model(kind: str, width: float = 0.5, size: int = 64) -> torch.nn.Module:
 
 def export(fn: Callable[..., torch.Tensor], x: torch.Tensor, dynamic: bool = False, **mods: torch.nn.Module):
     return export_program(Fn(fn, **mods).eval(), x, dynamic_batch=dynamic)
+
+
+def unfold_fn(k: int, s: int) -> Callable[..., torch.Tensor]:
+    """unfold(kernel k, stride s) then the model's reshape to [B, C, P, N] (x2 so the output is an op)."""
+
+    def fn(x: torch.Tensor, m: torch.nn.ModuleDict) -> torch.Tensor:
+        b, c = x.shape[:2]
+        return torch.nn.functional.unfold(x, kernel_size=k, stride=s).reshape(b, c, k * k, -1) * 2
+
+    return fn

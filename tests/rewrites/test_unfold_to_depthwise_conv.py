@@ -1,22 +1,13 @@
 import torch
-import torch.nn.functional as F
 
-from ._helpers import ATOL, counts, export, max_diff, rewrite
+from ._helpers import ATOL, counts, export, max_diff, rewrite, unfold_fn
 
 RID = "common::unfold_to_depthwise_conv"
 
 
-def _unfold(k: int, s: int):
-    def fn(x, m):
-        b, c = x.shape[:2]
-        return F.unfold(x, kernel_size=k, stride=s).reshape(b, c, k * k, -1) * 2  # the model's [B, C, P, N]
-
-    return fn
-
-
 def test_unfold_becomes_a_depthwise_conv_bit_exact():
     x = torch.randn(2, 6, 8, 12)
-    ep = export(_unfold(2, 2), x)
+    ep = export(unfold_fn(2, 2), x)
     before = counts(ep)
     new, res = rewrite(ep, RID)
     assert res.fired == 1
@@ -29,7 +20,7 @@ def test_unfold_becomes_a_depthwise_conv_bit_exact():
 
 def test_patch_size_3_and_dynamic_batch():
     x = torch.randn(2, 4, 9, 6)
-    ep = export(_unfold(3, 3), x, dynamic=True)
+    ep = export(unfold_fn(3, 3), x, dynamic=True)
     new, res = rewrite(ep, RID)
     assert res.fired == 1
     for b in (1, 3):
@@ -37,12 +28,12 @@ def test_patch_size_3_and_dynamic_batch():
 
 
 def test_overlapping_windows_left_alone():
-    ep = export(_unfold(3, 1), torch.randn(1, 2, 6, 6))
+    ep = export(unfold_fn(3, 1), torch.randn(1, 2, 6, 6))
     new, res = rewrite(ep, RID)
     assert res.fired == 0 and res.reason == "im2col with overlapping windows (kernel 3 != stride 1)"
     assert counts(new)["im2col"] == 1
 
 
-def test_no_unfold():
+def test_nounfold_fn():
     _, res = rewrite(export(lambda x, m: x * 2, torch.randn(1, 2, 4, 4)), RID)
     assert res.fired == 0 and res.reason == "no im2col node"

@@ -1,14 +1,13 @@
 import torch
 
-from ._helpers import ATOL, counts, export, max_diff, rewrite
-from .test_unfold_to_pixel_unshuffle import _unfold
+from ._helpers import ATOL, counts, export, max_diff, rewrite, unfold_fn
 
 RID = "coreml::unfold_to_reshape_transpose"
 
 
 def test_unfold_becomes_rank5_reshapes():
     x = torch.randn(2, 6, 8, 12)
-    ep = export(_unfold(2, 2), x, dynamic=True)
+    ep = export(unfold_fn(2, 2), x, dynamic=True)
     new, res = rewrite(ep, RID)
     assert res.fired == 1
     after = counts(new)
@@ -20,5 +19,5 @@ def test_unfold_becomes_rank5_reshapes():
 
 
 def test_overlapping_windows_left_alone():
-    _, res = rewrite(export(_unfold(3, 1), torch.randn(1, 2, 6, 6)), RID)
+    _, res = rewrite(export(unfold_fn(3, 1), torch.randn(1, 2, 6, 6)), RID)
     assert res.fired == 0 and res.reason == "im2col with overlapping windows (kernel 3 != stride 1)"

@@ -19,11 +19,11 @@ a depthwise conv is a native, layout-free op on every backend.
 from __future__ import annotations
 
 import torch
-from torch.fx import GraphModule
+from torch.fx import GraphModule, Node
 
-from ..base import Rewrite, RewriteResult, register_rewrite
-from ..graph_utils import add_constant, aten, find, is_static, shape
-from .unfold_to_pixel_unshuffle import match_unfold
+from ..base import register_rewrite
+from ..graph_utils import add_buffer, aten, is_static, shape
+from .unfold_to_pixel_unshuffle import UnfoldRewrite
 
 
 def one_hot_patch_weight(channels: int, r: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -32,31 +32,13 @@ def one_hot_patch_weight(channels: int, r: int, dtype: torch.dtype = torch.float
 
 
 @register_rewrite
-class UnfoldToDepthwiseConv(Rewrite):
+class UnfoldToDepthwiseConv(UnfoldRewrite):
     id = "common::unfold_to_depthwise_conv"
 
-    def apply(self, gm: GraphModule) -> RewriteResult:
-        count, skipped = 0, []
-        nodes = list(find(gm, aten.im2col))
-        if not nodes:
-            return self.fired(0, ["no im2col node"])
-        g = gm.graph
-        for node in nodes:
-            match = match_unfold(node)
-            if isinstance(match, str):
-                skipped.append(match)
-                continue
-            x, r = match
-            c = shape(x)[1]  # type: ignore[index]
-            if not is_static(c):
-                skipped.append("im2col input has a dynamic channel count")
-                continue
-            c = int(c)
-            weight = add_constant(gm, f"unfold_onehot_{c}_{r}", one_hot_patch_weight(c, r), before=node)
-            with g.inserting_before(node):
-                conv = g.call_function(aten.conv2d.default, (x, weight, None, [r, r], [0, 0], [1, 1], c))
-                flat = g.call_function(aten.flatten.using_ints, (conv, 2, 3))
-            node.replace_all_uses_with(flat)
-            g.erase_node(node)
-            count += 1
-        return self.fired(count, skipped)
+    def replacement(self, gm: GraphModule, x: Node, r: int) -> Node | str:
+        c = shape(x)[1]  # type: ignore[index]
+        if not is_static(c):
+            return "im2col input has a dynamic channel count"
+        weight = gm.graph.get_attr(add_buffer(gm, f"unfold_onehot_{c}_{r}", one_hot_patch_weight(int(c), r)))
+        conv = gm.graph.call_function(aten.conv2d.default, (x, weight, None, [r, r], [0, 0], [1, 1], int(c)))
+        return gm.graph.call_function(aten.flatten.using_ints, (conv, 2, 3))

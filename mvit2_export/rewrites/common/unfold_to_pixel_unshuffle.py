@@ -22,9 +22,12 @@ from ..base import Rewrite, RewriteResult, register_rewrite
 from ..graph_utils import aten, find, is_static, shape
 
 
-@register_rewrite
-class UnfoldToPixelUnshuffle(Rewrite):
-    id = "common::unfold_to_pixel_unshuffle"
+class UnfoldRewrite(Rewrite):
+    """Shared loop of the unfold rewrites: each non-overlapping im2col is replaced by `replacement`."""
+
+    def replacement(self, gm: GraphModule, x: Node, r: int) -> Node | str:
+        """Nodes computing im2col(x, kernel=stride=r) (inserted at the current point), or why not."""
+        raise NotImplementedError
 
     def apply(self, gm: GraphModule) -> RewriteResult:
         count, skipped = 0, []
@@ -36,14 +39,24 @@ class UnfoldToPixelUnshuffle(Rewrite):
             if isinstance(match, str):
                 skipped.append(match)
                 continue
-            x, r = match
             with gm.graph.inserting_before(node):
-                unshuffled = gm.graph.call_function(aten.pixel_unshuffle.default, (x, r))
-                flat = gm.graph.call_function(aten.flatten.using_ints, (unshuffled, 2, 3))
-            node.replace_all_uses_with(flat)
+                new = self.replacement(gm, *match)
+            if isinstance(new, str):
+                skipped.append(new)
+                continue
+            node.replace_all_uses_with(new)
             gm.graph.erase_node(node)
             count += 1
         return self.fired(count, skipped)
+
+
+@register_rewrite
+class UnfoldToPixelUnshuffle(UnfoldRewrite):
+    id = "common::unfold_to_pixel_unshuffle"
+
+    def replacement(self, gm: GraphModule, x: Node, r: int) -> Node:
+        unshuffled = gm.graph.call_function(aten.pixel_unshuffle.default, (x, r))
+        return gm.graph.call_function(aten.flatten.using_ints, (unshuffled, 2, 3))
 
 
 def match_unfold(node: Node) -> tuple[Node, int] | str:

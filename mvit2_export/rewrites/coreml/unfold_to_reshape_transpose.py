@@ -16,38 +16,23 @@ limit), so a plain `coremltools.convert` (iOS15 mlprogram) works. Batch dims are
 
 from __future__ import annotations
 
-from torch.fx import GraphModule
+from torch.fx import GraphModule, Node
 
-from ..base import Rewrite, RewriteResult, register_rewrite
-from ..common.unfold_to_pixel_unshuffle import match_unfold
-from ..graph_utils import aten, find, shape
+from ..base import register_rewrite
+from ..common.unfold_to_pixel_unshuffle import UnfoldRewrite
+from ..graph_utils import aten, shape
 
 
 @register_rewrite
-class UnfoldToReshapeTranspose(Rewrite):
+class UnfoldToReshapeTranspose(UnfoldRewrite):
     id = "coreml::unfold_to_reshape_transpose"
 
-    def apply(self, gm: GraphModule) -> RewriteResult:
-        count, skipped = 0, []
-        nodes = list(find(gm, aten.im2col))
-        if not nodes:
-            return self.fired(0, ["no im2col node"])
+    def replacement(self, gm: GraphModule, x: Node, r: int) -> Node:
         g = gm.graph
-        for node in nodes:
-            match = match_unfold(node)
-            if isinstance(match, str):
-                skipped.append(match)
-                continue
-            x, r = match
-            _, c, hh, ww = shape(x)  # type: ignore[misc]
-            h, w = hh // r, ww // r
-            with g.inserting_before(node):
-                t = g.call_function(aten.reshape.default, (x, [-1, r, w, r]))
-                t = g.call_function(aten.permute.default, (t, [0, 1, 3, 2]))
-                t = g.call_function(aten.reshape.default, (t, [-1, c, h, r * r, w]))
-                t = g.call_function(aten.permute.default, (t, [0, 1, 3, 2, 4]))
-                t = g.call_function(aten.reshape.default, (t, [-1, c * r * r, h * w]))
-            node.replace_all_uses_with(t)
-            g.erase_node(node)
-            count += 1
-        return self.fired(count, skipped)
+        _, c, hh, ww = shape(x)  # type: ignore[misc]
+        h, w = hh // r, ww // r
+        t = g.call_function(aten.reshape.default, (x, [-1, r, w, r]))
+        t = g.call_function(aten.permute.default, (t, [0, 1, 3, 2]))
+        t = g.call_function(aten.reshape.default, (t, [-1, c, h, r * r, w]))
+        t = g.call_function(aten.permute.default, (t, [0, 1, 3, 2, 4]))
+        return g.call_function(aten.reshape.default, (t, [-1, c * r * r, h * w]))

@@ -238,3 +238,31 @@ def test_reexport_is_byte_identical(exported, tmp_path):
     first = json.loads((exported / "manifest.json").read_text())["artifacts"][0]
     again = export(None, "onnx", tmp_path / "again", "fp32", width=0.5, image_size=64, check=False)
     assert again["artifacts"][0]["sha256"] == first["sha256"]
+
+
+def test_interrupted_export_leaves_no_partial_artifact(tmp_path, monkeypatch):
+    """Ctrl-C while the second artifact is being written: the first artifact stays complete and listed,
+    the second leaves no file (not even a temporary one), and the manifest lists only what exists."""
+    import onnx
+
+    real_save = onnx.save
+    calls = {"n": 0}
+
+    def save_then_interrupt(proto, path, *args, **kwargs):
+        real_save(proto, path, *args, **kwargs)
+        if str(path).endswith("fp16.onnx"):
+            Path(path).write_bytes(Path(path).read_bytes()[:1000])  # half-written, as a crash would leave it
+            calls["n"] += 1
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx, "save", save_then_interrupt)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        export(None, "onnx", out, "fp32,fp16", width=0.5, image_size=64, check=False)
+    assert calls["n"] == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = {a["path"] for a in manifest["artifacts"]}
+    on_disk = {p.name for p in out.iterdir()}
+    assert listed == {"mobilevitv2-0.5-classification-fp32.onnx"}
+    assert on_disk == listed | {"manifest.json"}, on_disk  # no fp16 file, no temporary leftovers
+    assert sha256_path(out / next(iter(listed))) == manifest["artifacts"][0]["sha256"]

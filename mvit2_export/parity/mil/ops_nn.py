@@ -211,16 +211,21 @@ def _channel(v: np.ndarray, rank: int) -> np.ndarray:
     return f32(v).reshape((1, -1) + (1,) * (rank - 2))
 
 
+def _channel_affine(y: np.ndarray, args: OpArgs) -> np.ndarray:
+    """The optional per-channel gamma/beta (axis 1) of batch_norm and instance_norm."""
+    if "gamma" in args:
+        y = y * _channel(args["gamma"], y.ndim)
+    if "beta" in args:
+        y = y + _channel(args["beta"], y.ndim)
+    return y
+
+
 @register("batch_norm")
 def _batch_norm(args: OpArgs) -> np.ndarray:
     x = f32(args.arr("x"))
     eps = float(args.scalar("epsilon", 1e-5))
     y = (x - _channel(args["mean"], x.ndim)) / np.sqrt(_channel(args["variance"], x.ndim) + eps)
-    if "gamma" in args:
-        y = y * _channel(args["gamma"], x.ndim)
-    if "beta" in args:
-        y = y + _channel(args["beta"], x.ndim)
-    return y
+    return _channel_affine(y, args)
 
 
 @register("instance_norm")
@@ -231,11 +236,7 @@ def _instance_norm(args: OpArgs) -> np.ndarray:
     mean = x.mean(axis=axes, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
     y = (x - mean) / np.sqrt(var + float(args.scalar("epsilon", 1e-5)))
-    if "gamma" in args:
-        y = y * _channel(args["gamma"], x.ndim)
-    if "beta" in args:
-        y = y + _channel(args["beta"], x.ndim)
-    return y
+    return _channel_affine(y, args)
 
 
 @register("layer_norm")

@@ -30,6 +30,7 @@ PIPELINES: dict[str, list[str]] = {
         "common::fold_to_pixel_shuffle",
         "common::remove_broadcast_expand",
         "common::decompose_group_norm",
+        "common::fold_channel_affine_into_conv",
     ],
     "tflite": [
         *_CLEANUP,
@@ -38,8 +39,12 @@ PIPELINES: dict[str, list[str]] = {
         "common::remove_broadcast_expand",
         # The layout rewrite matches the element-wise norm, so decompose first.
         "common::decompose_group_norm",
+        # Each norm's gamma/beta into the 1x1 projection it feeds: two activation passes fewer per norm.
+        "common::fold_channel_affine_into_conv",
         # Last: it matches the pixel_(un)shuffle forms produced above and moves the whole
         # transformer stage between them to a (B, P, N, C) layout.
         "tflite::patches_to_channels_last",
+        # After it: the stage's norm means are over 6-D grids and must not match the (H, W) pool.
+        "tflite::pool_channels_last",
     ],
 }

@@ -1,24 +1,29 @@
-"""tflite::patches_to_channels_last — run each transformer stage on (B, P, N, C) instead of (B, C, P, N).
+"""tflite::patches_to_channels_last — run each transformer stage on the NHWC patch grid, not on (B, C, P, N).
 
-Before (after the common rewrites; every tensor in the stage is [B, C, P, N])::
+Before (after the common rewrites; every tensor in the stage is [B, C, P, N], P = r*r, N = H/r * W/r)::
 
-    fm [B,C,H,W] ─> pixel_unshuffle(r) ─> flatten ─> reshape [B,C,P,N] ─> ┌ stage: conv2d 1x1, split(dim 1),     ┐
-                                                                          │ softmax(-1), sum(-1), mean(1,2,3),   │
-                                                                          └ mul/add with [C,1,1] consts, silu ...┘
+    fm [B,C,H,W] ─> pixel_unshuffle(r) ─> flatten ─> reshape [B,C,P,N] ─> ┌ stage: conv2d 1x1, split(dim 1),    ┐
+                                                                          │ softmax(-1), sum(-1), mean(1,2,3),  │
+                                                                          └ mul/add with [C,1,1] consts, silu...┘
                                        ─> reshape [B,C*P,N] ─> unflatten ─> pixel_shuffle(r) ─> fm' [B,C,H,W]
 
-After (channels last: the stage's tensors are [B, P, N, C])::
+After (the stage's tensors are the NHWC feature map viewed as a grid [B, H/r, r, W/r, r, C])::
 
-    fm ─> permute(0,2,3,1) ─> reshape [B,H/r,r,W/r,r,C] ─> permute(0,2,4,1,3,5) ─> reshape [B,P,N,C]
-       ─> ┌ stage: linear (was conv2d 1x1), split(dim 3), softmax(dim 2), sum(dim 2), mean(1,2,3),┐
-          └ mul/add with [C] consts, silu ...                                                      ┘
-       ─> reshape [B,r,r,H/r,W/r,C] ─> permute(0,3,1,4,2,5) ─> reshape [B,H,W,C] ─> permute(0,3,1,2) ─> fm'
+    fm ─> permute(0,2,3,1) ─> reshape [B,H/r,r,W/r,r,C]
+       ─> ┌ stage: reshape [-1,C] ─> linear ─> reshape (was conv2d 1x1), split(dim 5),             ┐
+          │ softmax over N = exp(x - amax(x, (1,3))) / sum(.., (1,3)), sum over N = sum(dims 1,3),  │
+          └ mean(dims 1..5), mul/add with [C] consts, silu ...                                      ┘
+       ─> reshape [B,H,W,C] ─> permute(0,3,1,2) ─> fm'
 
-TFLite is NHWC: the NCHW stage made litert-torch wrap every 1x1 conv, split and reduction in TRANSPOSEs.
-Channels last, 1x1 convs are FULLY_CONNECTED over the last axis and no op inside the stage needs a
-transpose; the NCHW<->NHWC permutes at the ends cancel against the neighbouring convs' own layout
-change, leaving one patch-gather transpose per unfold/fold. The stage is found by flooding forward
-from the unfold pattern to the fold pattern; any op not in the table below leaves the stage alone.
+TFLite is NHWC. The stage's patch axis P is (row, col) inside a patch and N is (row, col) of the patch:
+both are just axes of the NHWC map's grid view, so entering and leaving the stage is a reshape (no
+data movement), and every op inside works on its own axes: 1x1 convs are FULLY_CONNECTED over the
+last axis, reductions over N reduce axes (1, 3). The NCHW<->NHWC permutes at the ends cancel against
+the neighbouring convs' own layout change in litert-torch, so the stage needs no TRANSPOSE (the old
+(B, P, N, C) form needed one patch gather at each end). The price: N is two non-adjacent axes, so the
+softmax over N (one channel, H*W values) is five small ops instead of TFLite's last-axis SOFTMAX.
+The stage is found by flooding forward from the unfold pattern to the fold pattern; any op not in the
+table below leaves the stage alone.
 """
 
 from __future__ import annotations
@@ -30,16 +35,19 @@ from torch.fx import GraphModule, Node
 from ..base import Rewrite, RewriteResult, register_rewrite
 from ..graph_utils import add_constant, aten, find, get_attr_tensor, is_op, is_static, shape
 
-_PERM = (0, 2, 3, 1)  # new dim k holds old dim _PERM[k]
-_NEW_POS = {old: new for new, old in enumerate(_PERM)}  # old dim -> new dim
+# Old [B, C, P, N] dim -> the grid [B, H/r, r, W/r, r, C] dims it became (P = the two r axes,
+# N = the two H/r, W/r axes).
+_GRID_DIMS = {0: (0,), 1: (5,), 2: (2, 4), 3: (1, 3)}
 _UNARY = (aten.relu, aten.silu, aten.gelu, aten.sigmoid, aten.tanh, aten.rsqrt, aten.sqrt, aten.neg, aten.exp)
 _BINARY = (aten.add, aten.sub, aten.mul, aten.div)
 _REDUCE = (aten.mean, aten.sum)
 _CONV_DEFAULTS: list[object] = [None, [1, 1], [0, 0], [1, 1], 1]  # bias, stride, padding, dilation, groups
 
 
-def _dim(d: int) -> int:
-    return _NEW_POS[d % 4]
+def _dims(dims: object) -> list[int]:
+    """Old dim(s) -> the sorted grid dims."""
+    seq = dims if isinstance(dims, (list, tuple)) else [dims]
+    return sorted(g for d in seq for g in _GRID_DIMS[int(d) % 4])
 
 
 def _entry(node: Node) -> tuple[Node, int] | None:
@@ -82,6 +90,7 @@ class _Stage:
         self.gm, self.entry = gm, entry
         self.nodes: list[Node] = []
         self.exits: list[Node] = []
+        self.grid: tuple[int, int, int, int] = (0, 0, 0, 0)  # (H/r, r, W/r, r), set by convert
 
     def collect(self) -> str | None:
         """Flood forward from the entry; return why the region is not convertible, or None."""
@@ -119,8 +128,11 @@ class _Stage:
         if n.op != "call_function":
             return f"stage output {n.name} escapes to {n.op}"
         s = shape(n)
-        if n.target is operator.getitem or is_op(n, aten.split_with_sizes):
-            return None  # split outputs a list; its input and its getitems are checked as 4-D
+        if n.target is operator.getitem:
+            return None  # a split's output; the split and the getitem's users are checked
+        if is_op(n, aten.split_with_sizes):
+            dim = n.args[2] if len(n.args) > 2 else 0
+            return None if int(dim) % 4 == 1 else f"{n.name} splits dim {dim}, not the channels"
         if s is None or len(s) != 4:
             return f"{n.name} ({n.target}) is not a 4-D tensor op"
         if is_op(n, aten.conv2d):
@@ -146,70 +158,99 @@ class _Stage:
         return f"{n.name}: {n.target} has no channels-last form here"
 
     def convert(self, r: int) -> None:
-        g, region = self.gm.graph, set(self.nodes)
+        g = self.gm.graph
         fm = _entry(self.entry)[0]  # type: ignore[index]
         _, c, h, w = shape(fm)  # type: ignore[misc]
+        self.grid = (h // r, r, w // r, r)
         with g.inserting_before(self.entry):
             t = g.call_function(aten.permute.default, (fm, [0, 2, 3, 1]))
-            t = g.call_function(aten.reshape.default, (t, [-1, h // r, r, w // r, r, c]))
-            t = g.call_function(aten.permute.default, (t, [0, 2, 4, 1, 3, 5]))
-            new_entry = g.call_function(aten.reshape.default, (t, [-1, r * r, (h // r) * (w // r), c]))
+            new_entry = g.call_function(aten.reshape.default, (t, [-1, *self.grid, c]))
         self.entry.replace_all_uses_with(new_entry)
         for n in self.nodes:
-            self._convert_node(n, region | {new_entry})
+            self._convert_node(n)
         for ex in self.exits:
             shuffle, _ = _exit(ex)  # type: ignore[misc]
             x = ex.args[0]
-            _, ch, _, _ = shape(x)  # type: ignore[misc]
+            ch = shape(x)[1]  # type: ignore[index]
             ho, wo = shape(shuffle)[2:]  # type: ignore[index]
             with g.inserting_before(shuffle):
-                t = g.call_function(aten.reshape.default, (x, [-1, r, r, ho // r, wo // r, ch]))
-                t = g.call_function(aten.permute.default, (t, [0, 3, 1, 4, 2, 5]))
-                t = g.call_function(aten.reshape.default, (t, [-1, ho, wo, ch]))
+                t = g.call_function(aten.reshape.default, (x, [-1, ho, wo, ch]))
                 t = g.call_function(aten.permute.default, (t, [0, 3, 1, 2]))
             shuffle.replace_all_uses_with(t)
 
-    def _convert_node(self, n: Node, region: set[Node]) -> None:
-        args = list(n.args)
+    def _grid_shape(self, old: tuple[object, ...]) -> list[int]:
+        """[B, C, P|1, N|1] -> [-1, H/r|1, r|1, W/r|1, r|1, C]."""
+        hp, r, wp, _ = self.grid
+        p1, n1 = old[2] == 1, old[3] == 1
+        return [-1, 1 if n1 else hp, 1 if p1 else r, 1 if n1 else wp, 1 if p1 else r, int(old[1])]  # type: ignore[arg-type]
+
+    def _convert_node(self, n: Node) -> None:
+        args, g = list(n.args), self.gm.graph
         if is_op(n, aten.conv2d):  # 1x1 conv over channels == linear over the (now last) channel axis
             w = get_attr_tensor(self.gm, args[1])
             assert w is not None  # checked in _check
             w2 = add_constant(self.gm, f"{n.name}_linear_weight", w.reshape(w.shape[0], w.shape[1]), n)
-            _, _, p, npatch = shape(n)  # type: ignore[misc]
-            g = self.gm.graph
-            # litert lowers a rank-4 linear to a BATCH_MATMUL it then rejects at batch 1; on
-            # [B, P*N, C] it is a FULLY_CONNECTED. The reshapes are free (no data movement).
+            # A 2-D input: litert-torch lowers a higher-rank linear to a BATCH_MATMUL (rejected at
+            # batch 1); on [rows, C] it is one FULLY_CONNECTED. The reshapes move no data.
             with g.inserting_before(n):
-                flat = g.call_function(aten.reshape.default, (args[0], [-1, p * npatch, w.shape[1]]))
+                flat = g.call_function(aten.reshape.default, (args[0], [-1, w.shape[1]]))
             n.target, n.args, n.kwargs = (
                 aten.linear.default,
                 (flat, w2, args[2] if len(args) > 2 else None),
                 {},
             )
             with g.inserting_after(n):
-                back = g.call_function(aten.reshape.default, (n, [-1, p, npatch, w.shape[0]]))
+                back = g.call_function(aten.reshape.default, (n, self._grid_shape(shape(n))))  # type: ignore[arg-type]
+            n.replace_all_uses_with(back, delete_user_cb=lambda u: u is not back)
+        elif is_op(n, aten.relu):
+            # litert-torch lowers relu to tfl.maximum(x, 0), which is illegal above rank 5; on the
+            # [rows, C] view it is a RELU, and the converter folds the reshapes away again.
+            c = shape(n)[1]  # type: ignore[index]
+            with g.inserting_before(n):
+                flat = g.call_function(aten.reshape.default, (args[0], [-1, c]))
+            n.args = (flat, *args[1:])
+            with g.inserting_after(n):
+                back = g.call_function(aten.reshape.default, (n, self._grid_shape(shape(n))))  # type: ignore[arg-type]
             n.replace_all_uses_with(back, delete_user_cb=lambda u: u is not back)
         elif is_op(n, aten.split_with_sizes):
-            n.args = (args[0], args[1], _dim(args[2] if len(args) > 2 else 0))
+            n.args = (args[0], args[1], 5)
         elif is_op(n, aten.softmax, aten._softmax):
-            args[1] = _dim(args[1])
-            n.args = tuple(args)
+            self._softmax(n, _dims(args[1]))
         elif is_op(n, *_REDUCE):
-            args[1] = sorted(_dim(d) for d in args[1])
+            args[1] = _dims(args[1])
             n.args = tuple(args)
         elif is_op(n, *_BINARY):
             n.args = tuple(
-                self._const_last(a, n) if isinstance(a, Node) and a.op == "get_attr" else a for a in args
+                self._const_grid(a, n) if isinstance(a, Node) and a.op == "get_attr" else a for a in args
             )
 
-    def _const_last(self, a: Node, user: Node) -> Node:
-        """A constant broadcast against [B, C, P, N] (e.g. gamma [C, 1, 1]) re-laid out for [B, P, N, C]."""
+    def _softmax(self, n: Node, dims: list[int]) -> None:
+        """One softmax when the old axis is one grid axis (C); over P or N (two axes) its five ops."""
+        if len(dims) == 1:
+            n.args = (n.args[0], dims[0], *n.args[2:])
+            return
+        g, x = self.gm.graph, n.args[0]
+        with g.inserting_before(n):
+            m = g.call_function(aten.amax.default, (x, dims, True))
+            e = g.call_function(aten.exp.default, (g.call_function(aten.sub.Tensor, (x, m)),))
+            out = g.call_function(
+                aten.div.Tensor, (e, g.call_function(aten.sum.dim_IntList, (e, dims, True)))
+            )
+        n.replace_all_uses_with(out)
+        g.erase_node(n)
+
+    def _const_grid(self, a: Node, user: Node) -> Node:
+        """A constant broadcast against [B, C, P, N] (e.g. gamma [C, 1, 1]) re-laid out for the grid."""
         t = get_attr_tensor(self.gm, a)
         assert t is not None  # checked in _check
-        t4 = t.reshape(*([1] * (4 - t.dim())), *t.shape).permute(_PERM)
-        while t4.dim() > 1 and t4.shape[0] == 1:  # [1, 1, 1, C] -> [C]: same broadcast, simpler constant
-            t4 = t4[0]
-        return add_constant(self.gm, f"{a.name}_cl", t4, user)
+        t4 = t.reshape(*([1] * (4 - t.dim())), *t.shape)
+        hp, r, wp, _ = self.grid
+        p_axes = (r, r) if t4.shape[2] != 1 else (1, 1)
+        n_axes = (hp, wp) if t4.shape[3] != 1 else (1, 1)
+        t6 = t4.reshape(t4.shape[0], t4.shape[1], *p_axes, *n_axes).permute(0, 4, 2, 5, 3, 1)
+        while t6.dim() > 1 and t6.shape[0] == 1:  # [1, 1, 1, 1, 1, C] -> [C]: same broadcast
+            t6 = t6[0]
+        return add_constant(self.gm, f"{a.name}_grid", t6.contiguous(), user)
 
 
 @register_rewrite

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 from torch import nn
 
 from ... import __version__
@@ -15,6 +16,9 @@ from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic
 from . import convert, quantize
 from .flatbuffer import io_dtypes, op_histogram, read_metadata, with_metadata
 from .runner import KERNELS, RUNTIME, LiteRTRunner
+
+if TYPE_CHECKING:
+    from ...parity.localize import ValueTrace
 
 
 def preprocessing_dict(image_size: int, embedded: bool) -> dict[str, Any]:
@@ -152,3 +156,10 @@ class TFLiteExporter(Exporter):
 
     def metadata(self, path: Path) -> dict[str, Any]:
         return read_metadata(Path(path))
+
+    def intermediates(self, path: Path, artifact: dict[str, Any], images: np.ndarray) -> ValueTrace:
+        """Every op output LiteRT preserves (builtin kernels), keyed OPTYPE#index: matched by value."""
+        self.check_available()
+        from .intermediates import tflite_intermediates
+
+        return tflite_intermediates(Path(path), images)

@@ -24,7 +24,8 @@ from .model import MobileViTV2Config, Preprocessor, build_model, load_model
 from .model.checkpoint import CheckpointInfo, load_state_dict_strict, state_dict_sha256
 from .model.config import ARCHITECTURE_TASKS
 
-Progress = Callable[[str], None]
+# progress(step, done, total): called as each long step starts, with how many of `total` are finished.
+Progress = Callable[[str, int, int], None]
 
 
 # fp32/fp16/int8 for every target; Core ML also has weight palettization and W8A8 (its exporter says which).
@@ -115,6 +116,15 @@ def artifact_name(model: nn.Module, target_suffix: str, precision: str, embed: b
     return f"mobilevitv2-{width}-{model.task}-{precision}{tail}{target_suffix}"
 
 
+def calibrates(target: str, options: ExportOptions) -> bool:
+    """Whether this export runs int8 calibration (the slow part of an int8 export)."""
+    if options.precision == "w8a8":
+        return True
+    return options.precision == "int8" and (
+        target == "onnx" or (target == "tflite" and options.backend.get("int8_mode", "static") == "static")
+    )
+
+
 def export(
     model_or_path: Any,
     target: str,
@@ -135,8 +145,9 @@ def export(
     """Export to one or more targets and precisions; returns the manifest (also written to OUT/manifest.json).
 
     Raises ParityError after writing everything when an artifact fails its parity check.
+    `progress(step, done, total)`, if given, is called as each export or parity step starts.
     """
-    say = progress or (lambda _msg: None)
+    say = progress or (lambda _step, _done, _total: None)
     targets = parse_targets(target)
     precisions = parse_precisions(precision)
     model = resolve_model(model_or_path, task, width)
@@ -171,18 +182,22 @@ def export(
     }
     write_manifest(out, manifest)
     failures: list[str] = []
+    steps, done = len(jobs) * (2 if check else 1), 0
     for t, options in jobs:
         exporter, p = exporters[t], options.precision
         dest = out / artifact_name(model, exporter.suffix, p, embed_preprocessing)
-        say(f"exporting {t} {p} -> {dest.name}")
+        calibrating = " (calibrating)" if calibrates(t, options) else ""
+        say(f"exporting {t} {p}{calibrating} -> {dest.name}", done, steps)
         artifact = exporter.export(model, options, dest)
         entry = artifact.to_dict(out)
         entry["sha256"] = sha256_path(dest)
         histogram = exporter.op_histogram(dest)
         entry["op_histogram"] = dict(sorted(histogram.items()))
         entry["audit"] = audit_histogram(t, histogram)
+        done += 1
         if check:
-            say(f"checking parity of {dest.name} ({artifact.runtime})")
+            say(f"checking parity of {dest.name} ({artifact.runtime})", done, steps)
+            done += 1
             from .parity.run import run_parity
 
             runner = exporter.load_runner(dest, entry, threads or default_threads())

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .api import load_reference_for_manifest
+from .api import Progress, load_reference_for_manifest
 from .errors import IntegrityError, Mvit2ExportError, ParityError
 from .exporters import get_exporter
 from .exporters.base import default_threads
@@ -44,24 +44,33 @@ def manifest_entries(path: Path) -> tuple[Path, dict[str, Any], list[dict[str, A
 
 
 def check(
-    path: str | Path, checkpoint: str | None = None, threads: int | None = None, localize: bool = False
+    path: str | Path,
+    checkpoint: str | None = None,
+    threads: int | None = None,
+    localize: bool = False,
+    progress: Progress | None = None,
 ) -> list[CheckResult]:
     """Check every artifact; returns one result each (see `raise_on_failure`).
 
     With `localize`, each artifact's intermediates are also compared with PyTorch's, op by op, and the
-    result names the first operation that diverges.
+    result names the first operation that diverges. `progress(step, done, total)` as in `export`.
     """
+    say = progress or (lambda _step, _done, _total: None)
     out, manifest, entries = manifest_entries(Path(path))
     model = load_reference_for_manifest(manifest, checkpoint)
     size = int(manifest["model"]["image_size"])
     results: list[CheckResult] = []
-    for entry in entries:
+    per_entry = 2 if localize else 1
+    for n, entry in enumerate(entries):
         label = (entry["path"], entry["target"], entry["precision"])
         try:
             artifact = verify_artifact(out, entry)
             exporter = get_exporter(entry["target"])
             runner = exporter.load_runner(artifact, entry, threads or default_threads())
+            say(f"checking parity of {entry['path']}", n * per_entry, len(entries) * per_entry)
             report = run_parity(model, runner, entry["precision"], size)
+            if localize:
+                say(f"localizing {entry['path']} op by op", n * per_entry + 1, len(entries) * per_entry)
             where = (
                 localize_artifact(model, exporter, artifact, entry, parity_images(size, 1, 0))
                 if localize

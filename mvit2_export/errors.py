@@ -91,3 +91,11 @@ class IntegrityError(Mvit2ExportError):
     """An artifact listed in a manifest that is missing or whose sha256 changed."""
 
     exit_code = 6
+
+
+class DeviceError(Mvit2ExportError):
+    """An on-device run that cannot happen or failed: no adb, no device attached, benchmark_model
+    failed, or Core ML timing asked for on a host that is not macOS. (7 is `inspect
+    --require-elementwise`.)"""
+
+    exit_code = 8

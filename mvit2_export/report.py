@@ -28,6 +28,32 @@ def parity_summary(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def device_latency_lines(manifest: dict[str, Any]) -> list[str]:
+    """`bench --device android|mac` results: a row per artifact and device setting (times in ms)."""
+    rows = []
+    for a in manifest["artifacts"]:
+        dev = a.get("device_latency") or {}
+        if r := dev.get("android"):
+            s, mem = r.get("inference") or {}, (r.get("memory_mb") or {}).get("overall")
+            ms = lambda key, s=s: _fmt(None if s.get(key) is None else s[key] / 1e3, ".2f")  # noqa: E731
+            rows.append(
+                f"| `{a['path']}` | {r.get('device')} (Android {r.get('android_version')}) "
+                f"| benchmark_model, {r['delegate']}, {r['threads']} threads "
+                f"| {r['inference_avg_us'] / 1e3:.2f} avg, std {ms('std')}, min {ms('min')}, max {ms('max')} "
+                f"| init {r['init_us'] / 1e3:.1f} | {_fmt(mem)} |"
+            )
+        mac = dev.get("mac") or {}
+        for units, r in (mac.get("compute_units") or {}).items():
+            rows.append(
+                f"| `{a['path']}` | {mac.get('device')} | MLModel.predict, {units} "
+                f"| {r['median_ms']:.2f} median, p90 {r['p90_ms']:.2f} | load {r['load_s'] * 1e3:.0f} | - |"
+            )
+    if not rows:
+        return []
+    header = "| artifact | device | runtime | latency (ms) | init / load (ms) | memory (MB) |"
+    return ["", "## On-device latency", "", header, "|---|---|---|---|---|---|", *rows]
+
+
 def render_markdown(manifest: dict[str, Any]) -> str:
     m = manifest["model"]
     lines = [
@@ -59,6 +85,7 @@ def render_markdown(manifest: dict[str, Any]) -> str:
             "",
             f"PyTorch eager reference: {ref['median_ms']:.2f} ms median ({ref['threads']} threads).",
         ]
+    lines += device_latency_lines(manifest)
     lines += [
         "",
         "Thresholds: fp32 max abs <= 1e-4 x max|ref|; fp16 cosine >= 0.9999 and top-1 100%; "

@@ -169,7 +169,7 @@ def test_verbose_shows_the_traceback(tmp_path):
         (["--target", "onnx", "--precision", "int4"], "unknown precision"),
         (["--target", "onnx", "--width", "1.0", "--checkpoint", "x/y"], "--width"),
         (["inspect", "model.xyz"], "unknown artifact type"),
-        (["bench", "out", "--device", "android"], "--device"),
+        (["bench", "out", "--delegate", "gpu"], "--device android"),
         (["info", "--task", "detection"], "invalid choice"),
     ],
 )

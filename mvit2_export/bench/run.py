@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..api import load_reference_for_manifest
+from ..api import Progress, load_reference_for_manifest
 from ..exporters import get_exporter
 from ..exporters.base import images_to_pixel_values
 from ..manifest import read_manifest, verify_artifact, write_manifest
@@ -20,20 +20,30 @@ NOT_TIMED = {"mil-reference": "Core ML latency needs macOS (MLModel.predict)"}
 
 
 def bench(
-    out: str | Path, threads: int = 2, warmup: int = 5, runs: int = 20, checkpoint: str | None = None
+    out: str | Path,
+    threads: int = 2,
+    warmup: int = 5,
+    runs: int = 20,
+    checkpoint: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
+    """`progress(step, done, total)` as in `export`: one step for PyTorch, one per artifact."""
+    say = progress or (lambda _step, _done, _total: None)
     out = Path(out)
     manifest = read_manifest(out)
+    steps = 1 + len(manifest["artifacts"])
     size = int(manifest["model"]["image_size"])
     image = parity_images(size, n_photos=1, n_random=0)
     model = load_reference_for_manifest(manifest, checkpoint)
     torch.set_num_threads(threads)
     x = torch.from_numpy(images_to_pixel_values(image))
+    say("timing pytorch eager", 0, steps)
     with torch.no_grad():
         manifest["reference_latency"] = measure_latency(
             lambda: model(x), "pytorch-eager", threads, warmup, runs
         ).to_dict()
-    for entry in manifest["artifacts"]:
+    for n, entry in enumerate(manifest["artifacts"], 1):
+        say(f"timing {entry['path']}", n, steps)
         path = verify_artifact(out, entry)
         runner = get_exporter(entry["target"]).load_runner(path, entry, threads)
         if runner.runtime in NOT_TIMED:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import UsageError
+from .progress import progress
 
 console = Console(stderr=False, highlight=False)
 if not console.is_terminal:
@@ -81,16 +80,6 @@ def backend_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "tflite": {"int8_mode": args.int8_mode},
     }
     return {t: {k: v for k, v in opts.items() if v is not None} for t, opts in flags.items()}
-
-
-@contextmanager
-def progress() -> Iterator[Any]:
-    """A rich spinner with the current step on a terminal; silent otherwise (CI logs stay clean)."""
-    if not err_console.is_terminal:
-        yield lambda _msg: None
-        return
-    with err_console.status("starting") as status:
-        yield lambda msg: status.update(msg)
 
 
 # -- export ----------------------------------------------------------------------------------------
@@ -244,7 +233,8 @@ def add_check_args(p: argparse.ArgumentParser) -> None:
 def run_check(args: argparse.Namespace) -> int:
     from ..check import check, raise_on_failure
 
-    results = check(args.path, args.checkpoint, args.threads, localize=args.localize)
+    with progress() as say:
+        results = check(args.path, args.checkpoint, args.threads, localize=args.localize, progress=say)
     if args.json:
         print(json.dumps([r.__dict__ for r in results], indent=2, default=str))
     else:
@@ -265,17 +255,43 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--checkpoint")
-    p.add_argument("--device", choices=("host", "android", "mac"), default="host")
+    p.add_argument(
+        "--device",
+        choices=("host", "android", "mac"),
+        default="host",
+        help="host (default); android: each .tflite via adb + benchmark_model; mac: each .mlpackage via "
+        "MLModel.predict per compute-units setting (macOS only)",
+    )
+    android = p.add_argument_group("--device android")
+    android.add_argument("--adb", help="adb executable (default: adb on PATH)")
+    android.add_argument(
+        "--benchmark-model",
+        help="TFLite benchmark_model: a host file to push, or a device path "
+        "(default /data/local/tmp/benchmark_model, already on the device)",
+    )
+    android.add_argument("--serial", help="device serial when several are attached")
+    android.add_argument(
+        "--delegate",
+        choices=("xnnpack", "gpu", "nnapi", "none"),
+        help="benchmark_model delegate (default xnnpack)",
+    )
+
+
+ANDROID_ONLY = ("adb", "benchmark_model", "serial", "delegate")
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    if args.device != "host":
-        raise UsageError(f"--device {args.device}: on-device runners are not part of this version yet")
     if args.threads < 1 or args.runs < 1 or args.warmup < 0:
         raise UsageError("--threads and --runs must be >= 1, --warmup >= 0")
+    given = [f"--{k.replace('_', '-')}" for k in ANDROID_ONLY if getattr(args, k) is not None]
+    if given and args.device != "android":
+        raise UsageError(f"{', '.join(given)} only apply to --device android")
+    if args.device != "host":
+        return run_device_bench(args)
     from ..bench.run import bench
 
-    manifest = bench(args.path, args.threads, args.warmup, args.runs, args.checkpoint)
+    with progress() as say:
+        manifest = bench(args.path, args.threads, args.warmup, args.runs, args.checkpoint, progress=say)
     ref = manifest["reference_latency"]
     console.print(
         f"pytorch eager: {ref['median_ms']:.2f} ms median (p90 {ref['p90_ms']:.2f}, {args.threads} threads)"
@@ -289,4 +305,47 @@ def run_bench(args: argparse.Namespace) -> int:
             console.print(
                 f"{a['path']}: {lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f}), {ratio:.2f}x pytorch"
             )
+    return 0
+
+
+def run_device_bench(args: argparse.Namespace) -> int:
+    """`bench --device android|mac`: results go to the manifest's `device_latency` and the report."""
+    with progress() as say:
+        if args.device == "android":
+            from ..bench.android import bench_android
+
+            manifest, skipped = bench_android(
+                args.path,
+                adb=args.adb,
+                benchmark_model=args.benchmark_model,
+                serial=args.serial,
+                threads=args.threads,
+                runs=args.runs,
+                warmup=args.warmup,
+                delegate=args.delegate or "xnnpack",
+                say=say,
+            )
+        else:
+            from ..bench.mac import bench_mac
+
+            manifest, skipped = bench_mac(args.path, args.warmup, args.runs, say=say)
+    kind = ".tflite" if args.device == "android" else ".mlpackage"
+    for path in skipped:
+        console.print(f"{path}: skipped (--device {args.device} runs {kind} artifacts only)")
+    for a in manifest["artifacts"]:
+        r = (a.get("device_latency") or {}).get(args.device)
+        if r and args.device == "android":
+            s = r["inference"]
+            ms = lambda k, s=s: "-" if s.get(k) is None else f"{s[k] / 1e3:.2f}"  # noqa: E731
+            console.print(
+                f"{a['path']}: {r['inference_avg_us'] / 1e3:.2f} ms avg (std {ms('std')}, min {ms('min')}, "
+                f"max {ms('max')}, {s.get('count', 0):.0f} runs) on {r['device']}, {r['delegate']}, "
+                f"{r['threads']} threads"
+            )
+        elif r:
+            for units, lat in r["compute_units"].items():
+                console.print(
+                    f"{a['path']}: {units} {lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f})"
+                )
+    console.print(f"wrote {Path(args.path) / 'manifest.json'} and report.md")
     return 0

@@ -1,0 +1,47 @@
+"""A progress bar over a command's long steps (export, calibration, parity, localization, bench).
+
+Drawn by rich on stderr and only when stderr is an interactive terminal: in a pipe, a log file or CI
+there are no spinner frames or escape codes to strip. `TTY_COMPATIBLE=1` or `FORCE_COLOR=1` force it on,
+as for every rich program. The bar is transient: the command's own output is all that stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+# say(step, done, total): `step` starts now; `done` of `total` steps are finished (counts optional).
+Say = Callable[..., None]
+
+
+@contextmanager
+def progress(console: Console | None = None) -> Iterator[Say]:
+    """Yield `say` for the library's `progress=` callbacks; a no-op unless `console` is interactive."""
+    console = console or Console(stderr=True)
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_interactive,
+    )
+    with bar:
+        task = bar.add_task("starting", total=None)
+
+        def say(step: str, done: int | None = None, total: int | None = None) -> None:
+            bar.update(task, description=step, completed=done, total=total)
+
+        yield say

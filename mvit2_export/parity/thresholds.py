@@ -2,8 +2,8 @@
 
 fp32: max abs diff <= 1e-4 x max|reference| (per output).
 fp16: cosine >= 0.9999 and top-1 agreement 100% (classification) / pixel agreement >= 99% (segmentation).
-int8: top-1 agreement >= 99% on a trained model. On untrained (random) weights, top-1 of int8 is noise,
-      so int8 numbers are reported without gating (`gated: False`) until the trained fixture is used.
+int8: top-1 agreement >= 99% on a trained model (tests: the trained fixture, mvit2_export/fixture.py). On
+      untrained (random) weights, top-1 of int8 is noise, so int8 numbers are reported without gating.
 Compressed Core ML weights (int8/palettized) report their numbers under the int8 rule.
 """
 

@@ -19,6 +19,7 @@ from tests.conftest import hf_forward
 
 pytest.importorskip("onnxruntime")
 from mvit2_export.exporters.onnx import OnnxExporter, onnx_op_histogram  # noqa: E402
+from mvit2_export.exporters.onnx.quantize import INT8_OP_TYPES  # noqa: E402
 
 SIZES = {"classification": 64, "segmentation": 64, "backbone": 64}
 FORBIDDEN = ("Col2Im", "Gather", "Expand", "InstanceNormalization", "MatMul", "Einsum")
@@ -127,7 +128,10 @@ def test_int8(exported, tmp_path, record_property, op_types):
     assert hist.get("QuantizeLinear", 0) > 0 and hist.get("DequantizeLinear", 0) > 0
     settings = art.options["int8"]
     assert settings["per_channel"] and settings["quant_format"] == "QDQ"
-    assert settings["op_types_to_quantize"] == (op_types or ["Conv", "Gemm", "MatMul"])
+    assert settings["op_types_to_quantize"] == (op_types or list(INT8_OP_TYPES))
+    assert settings["reduce_range"]  # 7-bit weights: u8s8 kernels without VNNI saturate on trained weights
+    producers = {o: n.op_type for n in onnx.load(str(art.path)).graph.node for o in n.output}
+    assert producers["logits"] == "Gemm"  # a float classifier: the output is not quantized
     runner = OnnxExporter().load_runner(art.path, art.to_dict(), 1)
     report = run_parity(model, runner, "int8", 64).to_dict()
     m = report["metrics"]["logits"]

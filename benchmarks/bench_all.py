@@ -51,7 +51,6 @@ from unittest import mock
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import mvit2_export
@@ -66,7 +65,7 @@ from mvit2_export.parity.inputs import parity_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_onnx import export_plain  # the same baseline as the ONNX benchmark
-from bench_tflite import _DecomposedGroupNorm  # the same baseline as the TFLite benchmark
+from bench_tflite import decompose_group_norms, minimal_patches  # the TFLite benchmark's baseline
 
 HERE = Path(__file__).resolve().parent
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -156,35 +155,13 @@ def transformers_twin(ours: nn.Module) -> nn.Module:
     return hf
 
 
-def _unfolding(self: Any, fm: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-    b, c, h, w = fm.shape
-    p = self.patch_height
-    return F.pixel_unshuffle(fm, p).reshape(b, c, p * p, -1), (h, w)
-
-
-def _folding(self: Any, patches: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    b, c, pp, _ = patches.shape
-    p = self.patch_height
-    return F.pixel_shuffle(patches.reshape(b, c * pp, size[0] // p, size[1] // p), p)
-
-
-def _attention(self: Any, x: torch.Tensor) -> torch.Tensor:
-    q, k, v = torch.split(self.qkv_proj(x), [1, self.embed_dim, self.embed_dim], dim=1)
-    ctx = torch.sum(k * torch.softmax(q, dim=-1), dim=-1, keepdim=True)
-    return self.out_proj(F.relu(v) * ctx)  # plain broadcast instead of expand_as
-
-
 @contextlib.contextmanager
 def minimal_litert_patches() -> Iterator[None]:
     """bench_tflite.py's three patches (pixel_(un)shuffle patching, broadcast attention), undone on exit
     so the plain ONNX baseline always sees transformers' own code."""
-    from transformers.models.mobilevitv2 import modeling_mobilevitv2 as mm
-
-    with (
-        mock.patch.object(mm.MobileViTV2Layer, "unfolding", _unfolding),
-        mock.patch.object(mm.MobileViTV2Layer, "folding", _folding),
-        mock.patch.object(mm.MobileViTV2LinearSelfAttention, "forward", _attention),
-    ):
+    with contextlib.ExitStack() as stack:
+        for cls, attr, fn in minimal_patches():
+            stack.enter_context(mock.patch.object(cls, attr, fn))
         yield
 
 
@@ -192,10 +169,7 @@ def export_litert_minimal(ours: nn.Module, size: int, dest: Path) -> Path:
     from mvit2_export.exporters.tflite.convert import to_flatbuffer
 
     hf = copy.deepcopy(transformers_twin(ours))
-    for mod in list(hf.modules()):
-        for name, child in list(mod.named_children()):
-            if isinstance(child, nn.GroupNorm):
-                setattr(mod, name, _DecomposedGroupNorm(child))
+    decompose_group_norms(hf)
     module = Logits(hf).eval()
     x = torch.rand(1, 3, size, size)
     with minimal_litert_patches():

@@ -48,38 +48,55 @@ class _DecomposedGroupNorm(nn.Module):
         return y * self.weight[:, None, None] + self.bias[:, None, None]
 
 
+def patched_unfolding(self: Any, fm: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    b, c, h, w = fm.shape
+    p = self.patch_height
+    return F.pixel_unshuffle(fm, p).reshape(b, c, p * p, -1), (h, w)
+
+
+def patched_folding(self: Any, patches: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    b, c, pp, _ = patches.shape
+    p = self.patch_height
+    return F.pixel_shuffle(patches.reshape(b, c * pp, size[0] // p, size[1] // p), p)
+
+
+def patched_attention(self: Any, x: torch.Tensor) -> torch.Tensor:
+    q, k, v = torch.split(self.qkv_proj(x), [1, self.embed_dim, self.embed_dim], dim=1)
+    ctx = torch.sum(k * torch.softmax(q, dim=-1), dim=-1, keepdim=True)
+    return self.out_proj(F.relu(v) * ctx)  # plain broadcast instead of expand_as
+
+
+def minimal_patches() -> list[tuple[type, str, Any]]:
+    """(class, attribute, replacement): the patches litert-torch needs on transformers' MobileViTV2."""
+    from transformers.models.mobilevitv2 import modeling_mobilevitv2 as mm
+
+    return [
+        (mm.MobileViTV2Layer, "unfolding", patched_unfolding),
+        (mm.MobileViTV2Layer, "folding", patched_folding),
+        (mm.MobileViTV2LinearSelfAttention, "forward", patched_attention),
+    ]
+
+
+def decompose_group_norms(model: nn.Module) -> None:
+    """Every GroupNorm in `model` replaced, in place, by its element-wise form."""
+    for mod in list(model.modules()):
+        for child_name, child in list(mod.named_children()):
+            if isinstance(child, nn.GroupNorm):
+                setattr(mod, child_name, _DecomposedGroupNorm(child))
+
+
 def minimally_patched_transformers(ours: nn.Module) -> nn.Module:
     """transformers' classifier with our weights and the minimal conversion patches (module-level monkeypatch)."""
     import transformers
-    from transformers.models.mobilevitv2 import modeling_mobilevitv2 as mm
 
-    def unfolding(self: Any, fm: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        b, c, h, w = fm.shape
-        p = self.patch_height
-        return F.pixel_unshuffle(fm, p).reshape(b, c, p * p, -1), (h, w)
-
-    def folding(self: Any, patches: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        b, c, pp, _ = patches.shape
-        p = self.patch_height
-        return F.pixel_shuffle(patches.reshape(b, c * pp, size[0] // p, size[1] // p), p)
-
-    def attention(self: Any, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = torch.split(self.qkv_proj(x), [1, self.embed_dim, self.embed_dim], dim=1)
-        ctx = torch.sum(k * torch.softmax(q, dim=-1), dim=-1, keepdim=True)
-        return self.out_proj(F.relu(v) * ctx)  # plain broadcast instead of expand_as
-
-    mm.MobileViTV2Layer.unfolding = unfolding
-    mm.MobileViTV2Layer.folding = folding
-    mm.MobileViTV2LinearSelfAttention.forward = attention
+    for cls, attr, fn in minimal_patches():
+        setattr(cls, attr, fn)
     cfg = transformers.MobileViTV2Config(
         width_multiplier=1.0, image_size=SIZE, num_labels=ours.config.num_labels
     )
     hf = transformers.MobileViTV2ForImageClassification(cfg).eval()
     hf.load_state_dict(ours.state_dict())
-    for mod in list(hf.modules()):
-        for child_name, child in list(mod.named_children()):
-            if isinstance(child, nn.GroupNorm):
-                setattr(mod, child_name, _DecomposedGroupNorm(child))
+    decompose_group_norms(hf)
 
     class Logits(nn.Module):
         def __init__(self) -> None:

@@ -185,33 +185,23 @@ class _Stage:
         return [-1, 1 if n1 else hp, 1 if p1 else r, 1 if n1 else wp, 1 if p1 else r, int(old[1])]  # type: ignore[arg-type]
 
     def _convert_node(self, n: Node) -> None:
-        args, g = list(n.args), self.gm.graph
+        args = list(n.args)
         if is_op(n, aten.conv2d):  # 1x1 conv over channels == linear over the (now last) channel axis
             w = get_attr_tensor(self.gm, args[1])
             assert w is not None  # checked in _check
             w2 = add_constant(self.gm, f"{n.name}_linear_weight", w.reshape(w.shape[0], w.shape[1]), n)
             # A 2-D input: litert-torch lowers a higher-rank linear to a BATCH_MATMUL (rejected at
             # batch 1); on [rows, C] it is one FULLY_CONNECTED. The reshapes move no data.
-            with g.inserting_before(n):
-                flat = g.call_function(aten.reshape.default, (args[0], [-1, w.shape[1]]))
             n.target, n.args, n.kwargs = (
                 aten.linear.default,
-                (flat, w2, args[2] if len(args) > 2 else None),
+                (args[0], w2, args[2] if len(args) > 2 else None),
                 {},
             )
-            with g.inserting_after(n):
-                back = g.call_function(aten.reshape.default, (n, self._grid_shape(shape(n))))  # type: ignore[arg-type]
-            n.replace_all_uses_with(back, delete_user_cb=lambda u: u is not back)
+            self._on_rows(n, int(w.shape[1]))
         elif is_op(n, aten.relu):
             # litert-torch lowers relu to tfl.maximum(x, 0), which is illegal above rank 5; on the
             # [rows, C] view it is a RELU, and the converter folds the reshapes away again.
-            c = shape(n)[1]  # type: ignore[index]
-            with g.inserting_before(n):
-                flat = g.call_function(aten.reshape.default, (args[0], [-1, c]))
-            n.args = (flat, *args[1:])
-            with g.inserting_after(n):
-                back = g.call_function(aten.reshape.default, (n, self._grid_shape(shape(n))))  # type: ignore[arg-type]
-            n.replace_all_uses_with(back, delete_user_cb=lambda u: u is not back)
+            self._on_rows(n, int(shape(n)[1]))  # type: ignore[index]
         elif is_op(n, aten.split_with_sizes):
             n.args = (args[0], args[1], 5)
         elif is_op(n, aten.softmax, aten._softmax):
@@ -223,6 +213,16 @@ class _Stage:
             n.args = tuple(
                 self._const_grid(a, n) if isinstance(a, Node) and a.op == "get_attr" else a for a in args
             )
+
+    def _on_rows(self, n: Node, channels: int) -> None:
+        """Run `n` on its input viewed as [rows, channels]; its output is viewed back as the grid."""
+        g = self.gm.graph
+        with g.inserting_before(n):
+            flat = g.call_function(aten.reshape.default, (n.args[0], [-1, channels]))
+        n.args = (flat, *n.args[1:])
+        with g.inserting_after(n):
+            back = g.call_function(aten.reshape.default, (n, self._grid_shape(shape(n))))  # type: ignore[arg-type]
+        n.replace_all_uses_with(back, delete_user_cb=lambda u: u is not back)
 
     def _softmax(self, n: Node, dims: list[int]) -> None:
         """One softmax when the old axis is one grid axis (C); over P or N (two axes) its five ops."""

@@ -9,6 +9,7 @@ models, or a transformers `MobileViTV2*` instance.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,11 +142,14 @@ def export(
     backend_options: dict[str, dict[str, Any]] | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Export to one or more targets and precisions; returns the manifest (also written to OUT/manifest.json).
 
     Raises ParityError after writing everything when an artifact fails its parity check.
-    `progress(step, done, total)`, if given, is called as each export or parity step starts.
+    `progress(step, done, total)`, if given, is called as each export or parity step starts (`done` of
+    `total` artifacts are finished). Targets are exported side by side in `workers` processes (default:
+    one per target, up to the cores); `workers=1` exports them one after another in this process.
     """
     say = progress or (lambda _step, _done, _total: None)
     targets = parse_targets(target)
@@ -181,38 +185,66 @@ def export(
         "artifacts": [],
     }
     write_manifest(out, manifest)
-    failures: list[str] = []
-    steps, done = len(jobs) * (2 if check else 1), 0
-    for t, options in jobs:
-        exporter, p = exporters[t], options.precision
-        dest = out / artifact_name(model, exporter.suffix, p, embed_preprocessing)
-        calibrating = " (calibrating)" if calibrates(t, options) else ""
-        say(f"exporting {t} {p}{calibrating} -> {dest.name}", done, steps)
-        artifact = exporter.export(model, options, dest)
-        entry = artifact.to_dict(out)
-        entry["sha256"] = sha256_path(dest)
-        histogram = exporter.op_histogram(dest)
-        entry["op_histogram"] = dict(sorted(histogram.items()))
-        entry["audit"] = audit_histogram(t, histogram)
-        done += 1
-        if check:
-            say(f"checking parity of {dest.name} ({artifact.runtime})", done, steps)
-            done += 1
-            from .parity.run import run_parity
+    from .lanes import plan_lanes, resolve_lanes, run_lanes
 
-            runner = exporter.load_runner(dest, entry, threads or default_threads())
-            report = run_parity(model, runner, p, size)
-            entry["parity"] = report.to_dict()
-            if not report.passed:
-                failures.append(f"{dest.name}: {'; '.join(report.failures())}")
-        manifest["artifacts"].append(entry)
+    plan = plan_lanes([t for t, _ in jobs], resolve_lanes(workers, targets))
+    finished = [0]  # read by the progress callback as steps start, in any lane
+    entries: dict[int, dict[str, Any]] = {}
+    failures: dict[int, str] = {}
+    state = _JobState(model, jobs, out, check, threads, len(plan))
+    for i, (entry, failure) in run_lanes(
+        plan, _run_job, state, lambda step: say(step, finished[0], len(jobs))
+    ):
+        finished[0] += 1
+        entries[i] = entry
+        if failure:
+            failures[i] = failure
+        manifest["artifacts"] = [entries[k] for k in sorted(entries)]
         write_manifest(out, manifest)  # after each artifact: never lists a file that is not there
     from .report import write_report
 
     write_report(out, manifest)
     if failures:
-        raise ParityError("parity failed for " + " | ".join(failures) + f" (see {out / MANIFEST})")
+        failed = " | ".join(failures[k] for k in sorted(failures))
+        raise ParityError(f"parity failed for {failed} (see {out / MANIFEST})")
     return manifest
+
+
+@dataclass
+class _JobState:
+    """What every export job needs; sent once to each worker process of a parallel export."""
+
+    model: nn.Module
+    jobs: list[tuple[str, ExportOptions]]
+    out: Path
+    check: bool
+    threads: int | None  # as asked for; None = the default, shared between the lanes
+    lanes: int
+
+
+def _run_job(state: _JobState, index: int, say: Callable[[str], None]) -> tuple[dict[str, Any], str | None]:
+    """Export job `index`, audit it and check its parity; returns its manifest entry and failure, if any."""
+    t, options = state.jobs[index]
+    exporter, p, model = get_exporter(t), options.precision, state.model
+    dest = state.out / artifact_name(model, exporter.suffix, p, options.embed_preprocessing)
+    calibrating = " (calibrating)" if calibrates(t, options) else ""
+    say(f"exporting {t} {p}{calibrating} -> {dest.name}")
+    artifact = exporter.export(model, options, dest)
+    entry = artifact.to_dict(state.out)
+    entry["sha256"] = sha256_path(dest)
+    histogram = exporter.op_histogram(dest)
+    entry["op_histogram"] = dict(sorted(histogram.items()))
+    entry["audit"] = audit_histogram(t, histogram)
+    if not state.check:
+        return entry, None
+    say(f"checking parity of {dest.name} ({artifact.runtime})")
+    from .parity.run import run_parity
+
+    threads = state.threads or max(1, default_threads() // state.lanes)
+    runner = exporter.load_runner(dest, entry, threads)
+    report = run_parity(model, runner, p, options.image_size)
+    entry["parity"] = report.to_dict()
+    return entry, None if report.passed else f"{dest.name}: {'; '.join(report.failures())}"
 
 
 def load_reference_for_manifest(manifest: dict[str, Any], checkpoint: str | None = None) -> nn.Module:

@@ -19,6 +19,17 @@ class Mvit2ExportError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from the message alone, whatever the subclass's __init__ takes: errors raised in a
+        # worker process of a parallel export are pickled back to the main one.
+        return (_rebuild, (type(self), self.message))
+
+
+def _rebuild(cls: type[Mvit2ExportError], message: str) -> Mvit2ExportError:
+    err = cls.__new__(cls)
+    Mvit2ExportError.__init__(err, message)
+    return err
+
 
 class CheckpointError(Mvit2ExportError):
     """A checkpoint that is missing, unreadable, unsafe or does not match the architecture."""

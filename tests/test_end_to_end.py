@@ -240,6 +240,19 @@ def test_reexport_is_byte_identical(exported, tmp_path):
     assert again["artifacts"][0]["sha256"] == first["sha256"]
 
 
+def test_two_targets_exported_side_by_side(exported, tmp_path):
+    """--jobs 2: Core ML here, ONNX in a worker process; the ONNX file is the serial one, bit for bit."""
+    out = tmp_path / "two"
+    assert main(["--target", "coreml,onnx", *SMALL, "--jobs", "2", "--out", str(out)]) == 0
+    artifacts = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert [a["target"] for a in artifacts] == ["coreml", "onnx"]  # the order asked for
+    for a in artifacts:
+        assert a["parity"]["passed"] and sha256_path(out / a["path"]) == a["sha256"]
+    serial = json.loads((exported / "manifest.json").read_text())["artifacts"][0]
+    assert artifacts[1]["sha256"] == serial["sha256"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
 def test_interrupted_export_leaves_no_partial_artifact(tmp_path, monkeypatch):
     """Ctrl-C while the second artifact is being written: the first artifact stays complete and listed,
     the second leaves no file (not even a temporary one), and the manifest lists only what exists."""

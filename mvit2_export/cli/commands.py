@@ -48,6 +48,11 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
         "--calibration-images", help="folder of images for int8 calibration (default: bundled photos)"
     )
     p.add_argument("--threads", type=int, help="runtime threads for parity checks")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="processes exporting targets side by side (default: one per target, up to the cores; 1 = serial)",
+    )
     p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
     p.add_argument(
         "--fp16-io", action="store_true", help="ONNX fp16: fp16 inputs/outputs too (default fp32 IO)"
@@ -105,6 +110,7 @@ def run_export(args: argparse.Namespace) -> int:
                 backend_options=backend_options(args),
                 threads=args.threads,
                 progress=say,
+                workers=args.jobs,
             )
         except Exception:
             manifest_path = Path(args.out) / "manifest.json"

@@ -10,7 +10,7 @@ from . import common, coreml, onnx, tflite  # noqa: F401 - imported to register 
 from .base import REGISTRY, Registry, Rewrite, RewriteResult, register_rewrite
 from .export import export_program
 from .graph_utils import op_histogram
-from .manager import apply_pipeline
+from .manager import apply_pipeline, rewrite_module
 from .pipelines import PIPELINES
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "export_program",
     "op_histogram",
     "register_rewrite",
+    "rewrite_module",
 ]

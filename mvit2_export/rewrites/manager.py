@@ -6,15 +6,14 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from torch._guards import detect_fake_mode
 from torch.export import ExportedProgram
-from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 from ..errors import RewriteError
 from .base import REGISTRY, RewriteResult
 from .export import example_args, has_dynamic_batch, reexport
 from .graph_utils import erase_unused
 from .pipelines import PIPELINES
+from .shape_refresh import ShapeRefresher
 
 Reexport = Literal["end", "each"]
 
@@ -39,20 +38,6 @@ def _check_close(rewrite_id: str, ref: list[torch.Tensor], got: list[torch.Tenso
             raise RewriteError(f"rewrite {rewrite_id} changed the outputs (max abs diff {err:.3g})")
 
 
-def _retrace_shapes(gm: torch.fx.GraphModule) -> None:
-    """Re-run fake-tensor propagation under the program's own (symbolic) shape env.
-
-    Refreshes `meta["val"]` of every node (so the next rewrite sees shapes of nodes just created) and
-    fails on any shape/dtype error, for a fraction of the cost of a full torch.export re-trace.
-    """
-    inputs = [n.meta["val"] for n in gm.graph.nodes if n.op == "placeholder"]
-    mode = detect_fake_mode(inputs)
-    if mode is None:
-        raise RuntimeError("placeholders carry no fake tensors to re-trace with")
-    with mode:
-        FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*inputs)
-
-
 def _resolve(pipeline: str | Sequence[str]) -> list[str]:
     if isinstance(pipeline, str):
         if pipeline not in PIPELINES:
@@ -70,21 +55,46 @@ def apply_pipeline(
     pipeline: str | Sequence[str],
     verify: bool = True,
     reexport_mode: Reexport = "end",
+    verify_each: bool = False,
 ) -> tuple[ExportedProgram, list[RewriteResult]]:
     """Run the rewrites of `pipeline` ("onnx", "coreml", "tflite", or a list of ids) on a copy of `ep`.
 
-    Rewrites edit the unlifted module `ep.module()`. After each rewrite that fired the graph is linted,
-    recompiled and re-traced — by fake-tensor shape propagation (`reexport_mode="end"`, then one
-    torch.export at the end) or by a full torch.export (`"each"`, slower) — and, with `verify`, run on
-    the example input against the original program. Any failure raises RewriteError naming the
-    rewrite; if only the final re-export fails, the pipeline is replayed with "each" to find which.
+    Rewrites edit the unlifted module `ep.module()`. After each rewrite that fired the graph is linted
+    and re-traced — by fake-tensor shape propagation of the changed nodes (`reexport_mode="end"`, then
+    one torch.export at the end) or by a full torch.export (`"each"`, slower). With `verify`, the
+    rewritten program is run on the example input against the original (after every rewrite with
+    `verify_each`, else once at the end and, on a mismatch, replayed rewrite by rewrite to find the
+    culprit). Any failure raises RewriteError naming the rewrite; if only the final re-export fails,
+    the pipeline is replayed with "each" to find which.
     Dynamic batch is preserved: the program is re-exported with the same `batch` dim.
     """
+    ids = _resolve(pipeline)
+    gm, results = rewrite_module(ep, ids, verify, reexport_mode, verify_each)
+    if not any(r.fired for r in results):
+        return ep, results
+    try:
+        return reexport(gm, example_args(ep), has_dynamic_batch(ep)), results
+    except Exception as e:
+        if reexport_mode == "end":  # replay with a re-export per rewrite: raises naming the culprit
+            rewrite_module(ep, ids, verify=False, reexport_mode="each")
+        raise RewriteError(f"re-export after rewrites {ids} failed: {type(e).__name__}: {e}") from e
+
+
+def rewrite_module(
+    ep: ExportedProgram,
+    pipeline: str | Sequence[str],
+    verify: bool = True,
+    reexport_mode: Reexport = "end",
+    verify_each: bool = False,
+) -> tuple[torch.fx.GraphModule, list[RewriteResult]]:
+    """`apply_pipeline` without the final re-export: the rewritten unlifted module, for a converter that
+    runs torch.export itself (litert-torch) and would otherwise trace the program twice."""
     ids = _resolve(pipeline)
     args = example_args(ep)
     dynamic = has_dynamic_batch(ep)
     gm = ep.module()
     ref = _run(gm, args) if verify else []
+    shapes = ShapeRefresher(gm)
     results: list[RewriteResult] = []
     for rid in ids:
         try:
@@ -97,20 +107,22 @@ def apply_pipeline(
         try:
             erase_unused(gm)
             gm.graph.lint()
-            gm.recompile()
             if reexport_mode == "each":
+                gm.recompile()
                 gm = reexport(gm, args, dynamic).module()
+                shapes = ShapeRefresher(gm)
             else:
-                _retrace_shapes(gm)
+                shapes.refresh(gm)  # an fx Interpreter: needs no recompiled code
         except Exception as e:
             raise RewriteError(f"rewrite {rid} broke the program: {type(e).__name__}: {e}") from e
-        if verify:
+        if verify and verify_each:
+            gm.recompile()
             _check_close(rid, ref, _run(gm, args))
-    if not any(r.fired for r in results):
-        return ep, results
-    try:
-        return reexport(gm, args, dynamic), results
-    except Exception as e:
-        if reexport_mode == "end":  # replay with a re-export per rewrite: raises naming the culprit
-            apply_pipeline(ep, ids, verify=False, reexport_mode="each")
-        raise RewriteError(f"re-export after rewrites {ids} failed: {type(e).__name__}: {e}") from e
+    gm.recompile()
+    if verify and not verify_each and any(r.fired for r in results):
+        try:
+            _check_close("pipeline", ref, _run(gm, args))
+        except RewriteError:  # replay checking after every rewrite: raises naming the culprit
+            rewrite_module(ep, ids, verify=True, verify_each=True)
+            raise
+    return gm, results

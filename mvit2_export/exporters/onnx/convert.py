@@ -97,7 +97,7 @@ def fp32_graph(model: nn.Module, image_size: int, embedded: bool, opset: int) ->
 
 
 def _build_fp32_graph(model: nn.Module, image_size: int, embedded: bool, opset: int) -> Fp32Graph:
-    from ...rewrites import apply_pipeline, export_program
+    from ...rewrites import export_program, rewrite_module
 
     module: nn.Module = EmbeddedPreprocessing(model) if embedded else model
     x = example_input(image_size, embedded)
@@ -107,8 +107,9 @@ def _build_fp32_graph(model: nn.Module, image_size: int, embedded: bool, opset: 
         ep = export_program(module.eval(), x, dynamic_batch=True)
     except Exception as exc:  # torch.export raises many types; report one line
         raise ExportError(f"torch.export failed: {str(exc).strip().splitlines()[0][:300]}") from exc
-    ep, results = apply_pipeline(ep, "onnx")  # raises RewriteError naming the rewrite
-    proto = torch_to_onnx(ep, x, input_name, output_names, opset)
+    # Not re-exported after the rewrites: the ONNX exporter runs torch.export on the module itself.
+    gm, results = rewrite_module(ep, "onnx")  # raises RewriteError naming the rewrite
+    proto = torch_to_onnx(gm, x, input_name, output_names, opset)
     proto = simplify(proto)
     name_batch_dim(proto)
     check(proto)
@@ -116,16 +117,17 @@ def _build_fp32_graph(model: nn.Module, image_size: int, embedded: bool, opset: 
 
 
 def torch_to_onnx(
-    ep: torch.export.ExportedProgram, x: torch.Tensor, input_name: str, output_names: list[str], opset: int
+    module: torch.nn.Module, x: torch.Tensor, input_name: str, output_names: list[str], opset: int
 ) -> onnx.ModelProto:
-    """The dynamo exporter on the rewritten program; returns one self-contained ModelProto."""
+    """The dynamo exporter (dynamic batch) on the rewritten module; returns one self-contained ModelProto."""
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                ep,
-                (x,),
+                module,
+                (x.expand(2, *x.shape[1:]).clone(),),  # a batch of 1 would be specialised
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
                 dynamo=True,
                 input_names=[input_name],
                 output_names=output_names,

@@ -1,0 +1,50 @@
+"""Parallel export lanes: the plan, and results and errors across processes (a real two-target export
+is in test_end_to_end.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mvit2_export.errors import ExportError, UsageError
+from mvit2_export.lanes import plan_lanes, resolve_lanes, run_lanes
+
+
+def test_plan_keeps_each_target_in_one_lane_and_balances():
+    targets = ["onnx", "onnx", "coreml", "coreml", "tflite", "tflite"]
+    plan = plan_lanes(targets, 2)
+    assert sorted(i for lane in plan for i in lane) == list(range(6))
+    for t in set(targets):  # one target's precisions share one process (and its cached conversion)
+        assert sum(any(targets[i] == t for i in lane) for lane in plan) == 1
+    assert [4, 5] in plan  # the costliest group (tflite) alone, the two others share a lane
+    assert sorted(plan_lanes(targets, 8)) == [[0, 1], [2, 3], [4, 5]]  # at most one lane per target
+    assert plan_lanes(targets, 1) == [list(range(6))]
+
+
+def test_lane_count():
+    assert resolve_lanes(1, ["onnx", "tflite"]) == 1
+    assert resolve_lanes(4, ["onnx", "onnx"]) == 1  # one target: nothing to run side by side
+    assert 1 <= resolve_lanes(None, ["onnx", "coreml", "tflite"]) <= 3
+    with pytest.raises(UsageError, match="--jobs"):
+        resolve_lanes(0, ["onnx"])
+
+
+def _job(state, index, say):  # module level: workers import it by name
+    say(f"job {index}")
+    if index == state["fail"]:
+        raise ExportError(f"job {index} cannot be converted")
+    return os.getpid(), index * index
+
+
+def test_results_come_back_from_the_worker_lane():
+    steps: list[str] = []
+    got = dict(run_lanes([[0, 2], [1]], _job, {"fail": -1}, steps.append))
+    assert {i: sq for i, (_, sq) in got.items()} == {0: 0, 1: 1, 2: 4}
+    assert got[1][0] != os.getpid() and got[0][0] == got[2][0] == os.getpid()
+    assert any("job 0" in s for s in steps)
+
+
+def test_a_worker_error_is_raised_here_with_its_type_and_message():
+    with pytest.raises(ExportError, match="job 1 cannot be converted"):
+        list(run_lanes([[0], [1]], _job, {"fail": 1}))

@@ -101,6 +101,7 @@ def test_audit_fp32_graph(exported):
     hist = onnx_op_histogram(art.path)
     assert hist["Conv"] > 0 and hist == OnnxExporter().op_histogram(art.path)
     assert not [op for op in FORBIDDEN if op in hist], hist
+    assert "Transpose" not in hist and hist["DepthToSpace"] == 3  # patching is a conv; folding DepthToSpace
     assert not list(art.path.parent.glob("*.data")), "weights must be inside the .onnx"
 
 

@@ -28,28 +28,40 @@ from mvit2_export import export, load_model
 SHARED = ("Conv", "QuickGelu", "ReorderInput", "ReorderOutput")
 
 
-def profile(path: Path, threads: int, runs: int, prefix: Path) -> tuple[Counter[str], Counter[str]]:
-    """Kernel microseconds per run and node count per op type, from onnxruntime's profiler."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.enable_profiling, so.profile_file_prefix = True, str(prefix)
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: np.random.default_rng(0).random((1, 3, 256, 256), np.float32)}
-    for _ in range(runs + 5):  # the profile covers the warm-up runs too: dropped below by count
-        sess.run(None, feed)
-    events = json.loads(Path(sess.end_profiling()).read_text())
-    per_run: Counter[str] = Counter()
-    nodes: Counter[str] = Counter()
-    seen: Counter[str] = Counter()
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            op = e["args"]["op_name"]
-            seen[e["name"]] += 1
-            if seen[e["name"]] > 5:  # skip each node's warm-up calls
-                per_run[op] += e["dur"] / runs
-            if seen[e["name"]] == 1:
-                nodes[op] += 1
-    return per_run, nodes
+def profile(
+    paths: dict[str, Path], threads: int, runs: int, work: Path
+) -> dict[str, tuple[Counter, Counter]]:
+    """Kernel microseconds per run and node count per op type, from onnxruntime's profiler. The sessions
+    take turns run by run, so a slow spell of this shared machine hits both alike."""
+    sessions = {}
+    for name, path in paths.items():
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        so.enable_profiling, so.profile_file_prefix = True, str(work / name)
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sessions[name] = (
+            sess,
+            {sess.get_inputs()[0].name: np.random.default_rng(0).random((1, 3, 256, 256), np.float32)},
+        )
+    for _ in range(runs + 5):  # the profile covers the 5 warm-up runs too: dropped below by count
+        for sess, feed in sessions.values():
+            sess.run(None, feed)
+    out = {}
+    for name, (sess, _) in sessions.items():
+        events = json.loads(Path(sess.end_profiling()).read_text())
+        per_run: Counter[str] = Counter()
+        nodes: Counter[str] = Counter()
+        seen: Counter[str] = Counter()
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                op = e["args"]["op_name"]
+                seen[e["name"]] += 1
+                if seen[e["name"]] > 5:  # skip each node's warm-up calls
+                    per_run[op] += e["dur"] / runs
+                if seen[e["name"]] == 1:
+                    nodes[op] += 1
+        out[name] = (per_run, nodes)
+    return out
 
 
 def main() -> int:
@@ -63,7 +75,7 @@ def main() -> int:
     paths = {"plain": export_plain(hf_model(model.config), 256, work / "plain.onnx")}
     manifest = export(model, "onnx", work / "ours", "fp32", check=False)
     paths["ours"] = work / "ours" / manifest["artifacts"][0]["path"]
-    prof = {k: profile(p, args.threads, args.runs, work / k) for k, p in paths.items()}
+    prof = profile(paths, args.threads, args.runs, work)
     total = {k: sum(v[0].values()) / 1e3 for k, v in prof.items()}
     shared = {k: sum(v[0][op] for op in SHARED) / 1e3 for k, v in prof.items()}
     ops = sorted(
@@ -72,7 +84,8 @@ def main() -> int:
     lines = [
         "# onnxruntime per-op profile: our fp32 export vs the plain dynamo export (width 1.0, 256, batch 1)",
         "",
-        f"onnxruntime {ort.__version__}, CPU, {args.threads} threads, {args.runs} runs after 5 warm-up; "
+        f"onnxruntime {ort.__version__}, CPU, {args.threads} threads, {args.runs} runs after 5 warm-up, the two "
+        f"sessions taking turns; "
         f"{platform.processor() or platform.machine()}. Kernel time per run, summed per op type.",
         "",
         "| op type | plain ms | plain nodes | ours ms | ours nodes |",

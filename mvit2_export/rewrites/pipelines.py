@@ -24,6 +24,8 @@ PIPELINES: dict[str, list[str]] = {
         # (C, P, N) plus a per-channel affine. Measured on [1, 256, 4, 256], 1 thread: LayerNormalization
         # 0.69 ms vs the element-wise form 1.17 ms.
         "onnx::group_norm_to_layer_norm",
+        # The per-channel affine left after each LayerNorm into the 1x1 projection it feeds (18 of 21).
+        "common::fold_channel_affine_into_conv",
     ],
     "coreml": [
         *_CLEANUP,

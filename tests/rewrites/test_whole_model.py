@@ -57,8 +57,8 @@ def test_pipeline_preserves_outputs_and_removes_ops(kind: str, pipeline: str):
         assert after["permute"] == 6 + (kind == "classifier")
     else:
         assert after["softmax"] == 9  # kept as one softmax per attention
-    if pipeline != "onnx":  # 18 of the 21 norms feed a 1x1 conv: their affine is folded into it
-        assert fired["common::fold_channel_affine_into_conv"] == 18
+    # 18 of the 21 norms feed a 1x1 conv: their affine is folded into it
+    assert fired["common::fold_channel_affine_into_conv"] == 18
     assert max_diff(original(kind), new, X) <= ATOL
     assert max_diff(original(kind), new, torch.randn(3, 3, 64, 64)) <= ATOL  # dynamic batch survived
 

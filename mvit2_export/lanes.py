@@ -1,8 +1,8 @@
 """Run the export jobs of different targets side by side: one lane per process, this process included.
 
 Exporting is single-threaded Python (torch.export, the rewrites, the converters), so `--target all` on
-one core is the sum of three exports (~60 s at width 1.0 here). A lane per target group on another core
-brings it to the longest lane. The jobs of one target stay in one lane, in order: fp32, fp16 and int8
+one core is the sum of three exports (68 s at width 1.0 here, start-up included). A lane per target group
+on another core brings it to the longest lane (50 s with two lanes: tflite | onnx + coreml). The jobs of one target stay in one lane, in order: fp32, fp16 and int8
 reuse that target's cached trace and conversion. Worker lanes are spawned processes (a fork of a process
 that has run torch would inherit its thread pools); each gets the model once, at start.
 """
@@ -20,8 +20,9 @@ from typing import Any
 
 from .errors import ExportError, UsageError
 
-# Relative fp32 export time per target at width 1.0, measured (tflite 25 s, onnx 17 s, coreml 15 s).
-_COST = {"tflite": 5, "onnx": 3, "coreml": 3}
+# Relative fp32 export time per target at width 1.0, measured (benchmarks/RESULTS.md: tflite 30 s, onnx
+# 16 s, coreml 10 s).
+_COST = {"tflite": 6, "onnx": 3, "coreml": 2}
 
 # (job index) -> result, run in the lane's process; `say(step)` reports the step that starts.
 JobFn = Callable[..., Any]

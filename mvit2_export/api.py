@@ -175,6 +175,9 @@ def export(
             )
             exporters[t].check_options(options)
             jobs.append((t, options))
+    from .lanes import plan_lanes, resolve_lanes, run_lanes
+
+    lanes = resolve_lanes(workers, targets)
     out = Path(out_dir)
     prepare_out_dir(out, force)
 
@@ -185,9 +188,7 @@ def export(
         "artifacts": [],
     }
     write_manifest(out, manifest)
-    from .lanes import plan_lanes, resolve_lanes, run_lanes
-
-    plan = plan_lanes([t for t, _ in jobs], resolve_lanes(workers, targets))
+    plan = plan_lanes([t for t, _ in jobs], lanes)
     finished = [0]  # read by the progress callback as steps start, in any lane
     entries: dict[int, dict[str, Any]] = {}
     failures: dict[int, str] = {}

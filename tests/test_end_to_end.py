@@ -211,6 +211,7 @@ def test_localize_names_the_op_where_an_artifact_diverges(exported, tmp_path):
         (["--target", "onnx", "--opset", "11"], "opset"),
         (["--target", "onnx", "--precision", "palettized"], "palettized"),
         (["--target", "coreml", "--deployment-target", "iOS9"], "iOS9"),
+        (["--target", "onnx,coreml", "--jobs", "0"], "--jobs"),
         (
             [
                 "--target",

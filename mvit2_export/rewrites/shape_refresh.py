@@ -16,23 +16,17 @@ from torch.fx import GraphModule, Node
 from torch.fx.node import map_aggregate, map_arg
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
+from .graph_utils import get_attr_tensor
+
 
 def _signature(gm: GraphModule, n: Node) -> str:
     """What a node computes, with input nodes by name: changes when a rewrite retargets or rewires it
     (or, for a get_attr, replaces the tensor behind the name)."""
     args = map_arg((n.args, n.kwargs), lambda a: f"%{a.name}")
-    if n.op == "get_attr":
-        t = _fetch(gm, str(n.target))
-        if isinstance(t, torch.Tensor):
-            args = (args, id(t), tuple(t.shape), t.dtype)
+    t = get_attr_tensor(gm, n)
+    if t is not None:
+        args = (args, id(t), tuple(t.shape), t.dtype)
     return repr((n.op, n.target, args))
-
-
-def _fetch(gm: GraphModule, target: str) -> Any:
-    obj: Any = gm
-    for part in target.split("."):
-        obj = getattr(obj, part, None)
-    return obj
 
 
 def _describe(val: Any) -> Any:

@@ -20,6 +20,17 @@ def _dynamic_shapes(args: tuple[torch.Tensor, ...], dynamic_batch: bool) -> tupl
     return tuple({0: batch} for _ in args)
 
 
+def dynamic_batch_example(
+    example_input: torch.Tensor | Sequence[torch.Tensor],
+) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
+    """(args, dynamic_shapes) for a trace with a symbolic batch: an example batch of 1 would be
+    specialised by torch.export, so it is repeated to 2."""
+    args = tuple(
+        a.expand(2, *a.shape[1:]).clone() if a.shape[0] == 1 else a for a in _as_tuple(example_input)
+    )
+    return args, _dynamic_shapes(args, True)  # type: ignore[return-value]
+
+
 def export_program(
     module: torch.nn.Module,
     example_input: torch.Tensor | Sequence[torch.Tensor],
@@ -30,14 +41,10 @@ def export_program(
     With `dynamic_batch`, dim 0 of every input is the symbol `batch`. An example batch of 1 would
     be specialised by export, so a batch of 1 is repeated to 2 for tracing.
     """
-    args = _as_tuple(example_input)
-    if dynamic_batch:
-        args = tuple(a.expand(2, *a.shape[1:]).clone() if a.shape[0] == 1 else a for a in args)
+    args, shapes = dynamic_batch_example(example_input) if dynamic_batch else (_as_tuple(example_input), None)
     module = module.eval()
     with torch.no_grad():
-        return torch.export.export(
-            module, args, dynamic_shapes=_dynamic_shapes(args, dynamic_batch), strict=False
-        )
+        return torch.export.export(module, args, dynamic_shapes=shapes, strict=False)
 
 
 def has_dynamic_batch(ep: ExportedProgram) -> bool:

@@ -120,14 +120,17 @@ def torch_to_onnx(
     module: torch.nn.Module, x: torch.Tensor, input_name: str, output_names: list[str], opset: int
 ) -> onnx.ModelProto:
     """The dynamo exporter (dynamic batch) on the rewritten module; returns one self-contained ModelProto."""
+    from ...rewrites.export import dynamic_batch_example
+
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    args, shapes = dynamic_batch_example(x)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 module,
-                (x.expand(2, *x.shape[1:]).clone(),),  # a batch of 1 would be specialised
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                args,
+                dynamic_shapes=shapes,
                 dynamo=True,
                 input_names=[input_name],
                 output_names=output_names,

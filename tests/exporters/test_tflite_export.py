@@ -152,3 +152,19 @@ def test_int8_static_with_embedded_preprocessing(exported):
     assert r.input_dtype == np.uint8 and not r.input_quant[0]  # camera pixels in, not a quantized tensor
     m = run_parity(model, r, "int8", SIZE).metrics["logits"]
     assert m["finite"] == 1.0 and m["cosine"] > 0.5, m
+
+
+def test_int8_static_backbone_signature_names_real_outputs(exported):
+    """The backbone's pooler (a float MEAN) reads last_hidden_state, a graph output: ai-edge-quantizer
+    inserts one DEQUANTIZE for both and left the SignatureDef naming the int8 intermediate, so LiteRT's
+    signature runner died with "Tensor data is null". Every signature output must be a subgraph output."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    _, model, art = exported("backbone", "int8", int8_mode="static")
+    m = flatbuffer_utils.read_model_from_bytearray(bytearray(art.path.read_bytes()))
+    for sig in m.signatureDefs:
+        outputs = set(int(i) for i in m.subgraphs[sig.subgraphIndex].outputs)
+        assert {int(o.tensorIndex) for o in sig.outputs} == outputs
+    report = run_parity(model, runner(art), "int8", SIZE)  # ran through the signature runner
+    for name in model.output_names:
+        assert report.metrics[name]["finite"] == 1.0 and report.metrics[name]["cosine"] > 0.5

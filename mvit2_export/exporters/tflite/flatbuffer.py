@@ -85,6 +85,43 @@ def with_metadata(buf: bytes, props: dict[str, Any]) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+# The suffixes ai-edge-quantizer gives the tensor it inserts before a graph output (model_modifier.py).
+_IO_SUFFIXES = ("_dequant", "_quantized")
+
+
+def repair_signature_outputs(buf: bytes) -> bytes:
+    """Point every SignatureDef output at a tensor that is a subgraph output.
+
+    ai-edge-quantizer repoints the signature only when its inserted DEQUANTIZE/QUANTIZE feeds the graph
+    output alone (`instr.consumers == [-1]` in ModelModifier._has_transform_before_output). When the
+    output tensor is also read inside the graph (the backbone's pooler MEAN, kept float, reads
+    last_hidden_state), one DEQUANTIZE feeds both, the subgraph output becomes `<name>_dequant`, and the
+    signature still names the int8 intermediate: LiteRT's signature runner then fails with "Tensor data
+    is null" (and so would an app's). Returns `buf` unchanged when every signature output is consistent.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(buf))
+    changed = False
+    for sig in model.signatureDefs or []:
+        graph = model.subgraphs[sig.subgraphIndex]
+        outputs = {_text(graph.tensors[i].name): int(i) for i in graph.outputs}
+        for item in sig.outputs or []:
+            if int(item.tensorIndex) in outputs.values():
+                continue
+            name = _text(graph.tensors[item.tensorIndex].name)
+            match = [outputs[name + s] for s in _IO_SUFFIXES if name + s in outputs]
+            if len(match) != 1:
+                raise ValueError(f"signature output {_text(item.name)!r} is not a subgraph output")
+            item.tensorIndex = match[0]
+            changed = True
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else buf
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def io_dtypes(buf: bytes) -> tuple[list[str], list[str]]:
     """numpy dtype names of the main subgraph's inputs and outputs (int8 after full-integer quantization)."""
     schema = _schema()

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...errors import ExportError, UsageError
 from ..base import default_threads
-from .flatbuffer import _builtin_names
+from .flatbuffer import _builtin_names, repair_signature_outputs
 
 INT8_MODES = ("static", "dynamic")
 
@@ -66,7 +66,7 @@ def _run(qt: Any, calibration: dict[str, list[dict[str, np.ndarray]]] | None) ->
         out = qt.quantize(result, enable_progress_report=False).quantized_model
     if out is None:
         raise ExportError("ai-edge-quantizer produced no model")
-    return bytes(out)
+    return repair_signature_outputs(bytes(out))
 
 
 def to_fp16(flatbuffer: bytes) -> bytes:
@@ -137,7 +137,7 @@ def to_int8(
         out = qt.quantize(ranges, enable_progress_report=False).quantized_model
     if out is None:
         raise ExportError("ai-edge-quantizer produced no model")
-    return bytes(out), info
+    return repair_signature_outputs(bytes(out)), info
 
 
 def normalisation_statistics(flatbuffer: bytes) -> list[str]:

@@ -8,6 +8,7 @@ models, or a transformers `MobileViTV2*` instance.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +18,16 @@ from torch import nn
 
 from . import __version__
 from .audit import audit_histogram
-from .errors import CheckpointError, OutputExistsError, ParityError, UsageError
+from .errors import CheckpointError, ExportError, Mvit2ExportError, OutputExistsError, ParityError, UsageError
 from .exporters import ExportOptions, get_exporter, parse_targets
 from .exporters.base import PRECISIONS, default_threads
 from .manifest import MANIFEST, SCHEMA, sha256_path, write_manifest
 from .model import MobileViTV2Config, Preprocessor, build_model, load_model
 from .model.checkpoint import CheckpointInfo, load_state_dict_strict, state_dict_sha256
 from .model.config import ARCHITECTURE_TASKS
+
+# The widths MobileViTV2 is published and tested at (ml-cvnets: 0.5 .. 2.0).
+WIDTH_RANGE = (0.5, 2.0)
 
 # progress(step, done, total): called as each long step starts, with how many of `total` are finished.
 Progress = Callable[[str, int, int], None]
@@ -66,6 +70,8 @@ def resolve_model(model_or_path: Any, task: str | None = None, width: float | No
             return model_or_path.eval()
         return from_transformers(model_or_path)
     if width is not None:
+        if not WIDTH_RANGE[0] <= width <= WIDTH_RANGE[1]:
+            raise UsageError(f"--width {width:g} is outside {WIDTH_RANGE[0]:g}..{WIDTH_RANGE[1]:g}")
         if model_or_path is not None:
             raise UsageError(
                 "--width applies to the embedded default model only; a checkpoint sets its own width"
@@ -191,24 +197,75 @@ def export(
     plan = plan_lanes([t for t, _ in jobs], lanes)
     finished = [0]  # read by the progress callback as steps start, in any lane
     entries: dict[int, dict[str, Any]] = {}
-    failures: dict[int, str] = {}
+    failures: dict[int, JobFailure] = {}
     state = _JobState(model, jobs, out, check, threads, len(plan))
     for i, (entry, failure) in run_lanes(
         plan, _run_job, state, lambda step: say(step, finished[0], len(jobs))
     ):
         finished[0] += 1
-        entries[i] = entry
-        if failure:
+        if entry is not None:
+            entries[i] = entry
+        if failure is not None:
             failures[i] = failure
         manifest["artifacts"] = [entries[k] for k in sorted(entries)]
+        manifest["failed"] = [
+            failures[k].to_dict() for k in sorted(failures) if failures[k].stage == "export"
+        ]
         write_manifest(out, manifest)  # after each artifact: never lists a file that is not there
+    say("done", finished[0], len(jobs))
     from .report import write_report
 
     write_report(out, manifest)
     if failures:
-        failed = " | ".join(failures[k] for k in sorted(failures))
-        raise ParityError(f"parity failed for {failed} (see {out / MANIFEST})")
+        raise _combined_error([failures[k] for k in sorted(failures)], out, manifest)
     return manifest
+
+
+@dataclass
+class JobFailure:
+    """Why one artifact failed; the other jobs of the export still run."""
+
+    artifact: str
+    target: str
+    precision: str
+    stage: str  # "export" (no file written) or "parity" (the file is there and listed)
+    error_type: str
+    exit_code: int
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def of(cls, exc: BaseException, artifact: str, target: str, precision: str, stage: str) -> JobFailure:
+        if isinstance(exc, Mvit2ExportError):
+            return cls(artifact, target, precision, stage, type(exc).__name__, exc.exit_code, exc.message)
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        # An exception no layer expected is a failed step of this artifact: exit 4 (export) or 5 (parity).
+        code = ParityError.exit_code if stage == "parity" else ExportError.exit_code
+        return cls(
+            artifact,
+            target,
+            precision,
+            stage,
+            type(exc).__name__,
+            code,
+            f"unexpected {type(exc).__name__}: {first}",
+        )
+
+
+def _combined_error(failures: list[JobFailure], out: Path, manifest: dict[str, Any]) -> Mvit2ExportError:
+    """One error naming every failed artifact, of the type of the most severe one (export over parity)."""
+    worst = max(failures, key=lambda f: (f.stage == "export", f.exit_code))
+    text = " | ".join(f"{f.artifact}: {f.message}" for f in failures)
+    if all(f.stage == "parity" and f.error_type == "ParityError" for f in failures):
+        error: Mvit2ExportError = ParityError(f"parity failed for {text} (see {out / MANIFEST})")
+    else:
+        verb = "export failed" if worst.stage == "export" else "parity check failed"
+        error = ExportError(f"{verb} for {text} (see {out / MANIFEST})")
+        error.exit_code = worst.exit_code
+    error.manifest = manifest  # type: ignore[attr-defined]  # what was written: the CLI prints its table
+    return error
 
 
 @dataclass
@@ -223,29 +280,46 @@ class _JobState:
     lanes: int
 
 
-def _run_job(state: _JobState, index: int, say: Callable[[str], None]) -> tuple[dict[str, Any], str | None]:
-    """Export job `index`, audit it and check its parity; returns its manifest entry and failure, if any."""
+def _run_job(
+    state: _JobState, index: int, say: Callable[[str], None]
+) -> tuple[dict[str, Any] | None, JobFailure | None]:
+    """Export job `index`, audit it and check its parity; returns its manifest entry (None when nothing
+    was written) and its failure, if any. Never raises for one artifact: the other jobs go on."""
     t, options = state.jobs[index]
     exporter, p, model = get_exporter(t), options.precision, state.model
     dest = state.out / artifact_name(model, exporter.suffix, p, options.embed_preprocessing)
     calibrating = " (calibrating)" if calibrates(t, options) else ""
     say(f"exporting {t} {p}{calibrating} -> {dest.name}")
-    artifact = exporter.export(model, options, dest)
-    entry = artifact.to_dict(state.out)
-    entry["sha256"] = sha256_path(dest)
-    histogram = exporter.op_histogram(dest)
-    entry["op_histogram"] = dict(sorted(histogram.items()))
-    entry["audit"] = audit_histogram(t, histogram)
+    try:
+        artifact = exporter.export(model, options, dest)
+        entry = artifact.to_dict(state.out)
+        entry["sha256"] = sha256_path(dest)
+        histogram = exporter.op_histogram(dest)
+        entry["op_histogram"] = dict(sorted(histogram.items()))
+        entry["audit"] = audit_histogram(t, histogram)
+    except Exception as exc:  # noqa: BLE001 - any failure of this artifact is recorded, not fatal
+        if dest.exists():  # written, then the audit failed: not listed, so not left behind either
+            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+        return None, JobFailure.of(exc, dest.name, t, p, "export")
     if not state.check:
         return entry, None
     say(f"checking parity of {dest.name} ({artifact.runtime})")
     from .parity.run import run_parity
 
-    threads = state.threads or max(1, default_threads() // state.lanes)
-    runner = exporter.load_runner(dest, entry, threads)
-    report = run_parity(model, runner, p, options.image_size)
+    try:
+        threads = state.threads or max(1, default_threads() // state.lanes)
+        runner = exporter.load_runner(dest, entry, threads)
+        report = run_parity(model, runner, p, options.image_size)
+    except Exception as exc:  # noqa: BLE001 - the artifact stays listed, its parity says what broke
+        failure = JobFailure.of(exc, dest.name, t, p, "parity")
+        entry["parity"] = {"passed": False, "error": failure.message, "error_type": failure.error_type}
+        return entry, failure
     entry["parity"] = report.to_dict()
-    return entry, None if report.passed else f"{dest.name}: {'; '.join(report.failures())}"
+    if report.passed:
+        return entry, None
+    return entry, JobFailure(
+        dest.name, t, p, "parity", "ParityError", ParityError.exit_code, "; ".join(report.failures())
+    )
 
 
 def load_reference_for_manifest(manifest: dict[str, Any], checkpoint: str | None = None) -> nn.Module:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import Progress, load_reference_for_manifest
-from .errors import IntegrityError, Mvit2ExportError, ParityError
+from .errors import IntegrityError, Mvit2ExportError, ParityError, UsageError
 from .exporters import get_exporter
 from .exporters.base import default_threads
 from .manifest import read_manifest, verify_artifact
@@ -25,13 +25,26 @@ class CheckResult:
     detail: str
     parity: dict[str, Any] | None = None
     localization: dict[str, Any] | None = None
+    error: Mvit2ExportError | None = None  # what failed, typed: its exit code decides check's
+
+    def numbers(self) -> str:
+        """The primary output's parity numbers, one short phrase (empty when parity did not run)."""
+        metrics = (self.parity or {}).get("metrics") or {}
+        m = next(iter(metrics.values()), {})
+        parts = [
+            f"max abs/scale {m['max_abs_rel']:.3g}" if "max_abs_rel" in m else "",
+            f"cosine {m['cosine']:.6f}" if "cosine" in m else "",
+            f"top-1 {m['top1']:.3f}" if "top1" in m else "",
+            f"pixel {m['pixel_agreement']:.3f}" if "pixel_agreement" in m else "",
+        ]
+        return ", ".join(p for p in parts if p)
 
 
 def manifest_entries(path: Path) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
     """(OUT dir, manifest, entries to check) for an OUT directory or one artifact inside one."""
     path = Path(path)
     if not path.exists():
-        raise IntegrityError(f"{path}: no such file or directory")
+        raise UsageError(f"{path}: no such file or directory")
     if path.is_dir() and not path.name.endswith(".mlpackage"):
         manifest = read_manifest(path)
         return path, manifest, manifest["artifacts"]
@@ -77,7 +90,7 @@ def check(
                 else None
             )
         except Mvit2ExportError as exc:
-            results.append(CheckResult(*label, passed=False, detail=exc.message))
+            results.append(CheckResult(*label, passed=False, detail=exc.message, error=exc))
             continue
         detail = "ok" if report.passed else "; ".join(report.failures())
         if report.passed and not report.gated:
@@ -91,6 +104,7 @@ def check(
                 detail=detail,
                 parity=report.to_dict(),
                 localization=where.to_dict() if where else None,
+                error=None if report.passed else ParityError(f"{entry['path']}: {detail}"),
             )
         )
     return results
@@ -101,7 +115,7 @@ def raise_on_failure(results: list[CheckResult]) -> None:
     failed = [r for r in results if not r.passed]
     if not failed:
         return
-    integrity = any("sha256" in r.detail or "missing" in r.detail for r in failed)
+    integrity = any(isinstance(r.error, IntegrityError) for r in failed)
     kind = IntegrityError if integrity else ParityError
     raise kind(
         f"{len(failed)} of {len(results)} artifacts failed: "

@@ -60,6 +60,8 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:
     path = out_dir / MANIFEST
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: not a directory (expected an mvit2-export output directory)")
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as exc:

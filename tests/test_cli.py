@@ -171,6 +171,9 @@ def test_verbose_shows_the_traceback(tmp_path):
         (["inspect", "model.xyz"], "unknown artifact type"),
         (["bench", "out", "--delegate", "gpu"], "--device android"),
         (["info", "--task", "detection"], "invalid choice"),
+        (["chek", "out"], "unknown command 'chek'; did you mean 'check'?"),
+        (["--target", "onnx", "--width", "3"], "--width 3 is outside 0.5..2"),
+        (["check", "no/such/out"], "no such file or directory"),
     ],
 )
 def test_bad_arguments(args, needle, tmp_path, capsys, monkeypatch):
@@ -183,3 +186,22 @@ def test_hub_id_without_network_says_how_to_download(monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no test may need the network
     proc = run_main(capsys, "info", "--checkpoint", "apple/mobilevitv2-1.0-imagenet1k-256")
     assert_one_line_error(proc, "apple/mobilevitv2-1.0-imagenet1k-256", "download")
+
+
+def test_missing_path_and_a_file_for_an_output_directory_are_usage_errors(tmp_path, capsys):
+    assert run_main(capsys, "check", str(tmp_path / "nope")).returncode == 2  # not 6 (integrity)
+    a_file = tmp_path / "model.onnx"
+    a_file.write_bytes(b"x")
+    proc = run_main(capsys, "bench", str(a_file))
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "not a directory")
+    assert "Errno" not in proc.stderr
+
+
+def test_a_head_the_checkpoint_does_not_have_is_named(hf_checkpoint, capsys):
+    folder, _ = hf_checkpoint("backbone")
+    capsys.readouterr()  # save_pretrained's progress bar
+    proc = run_main(capsys, "info", "--checkpoint", str(folder), "--task", "segmentation")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "no segmentation head", "--task backbone")
+    assert "missing" not in proc.stderr  # not a list of 274 missing tensors

@@ -49,7 +49,9 @@ def test_output_directory_contents(exported):
 
 def test_check_passes_then_fails_on_tampering(exported, tmp_path, capsys):
     assert main(["check", str(exported)]) == 0
-    assert capsys.readouterr().out.count("PASS") == 2
+    printed = capsys.readouterr().out
+    assert printed.count("PASS") == 2 and "max abs/scale" in printed and "cosine" in printed
+    assert printed.strip().splitlines()[-1] == "2/2 passed"
     # A copy to tamper with, so other tests keep a clean directory.
     import shutil
 
@@ -280,3 +282,60 @@ def test_interrupted_export_leaves_no_partial_artifact(tmp_path, monkeypatch):
     assert listed == {"mobilevitv2-0.5-classification-fp32.onnx"}
     assert on_disk == listed | {"manifest.json"}, on_disk  # no fp16 file, no temporary leftovers
     assert sha256_path(out / next(iter(listed))) == manifest["artifacts"][0]["sha256"]
+
+
+def test_output_exists_error_prints_only_the_error(exported, capsys):
+    """Into an earlier output folder without --force: the error, not the old manifest's table."""
+    assert main(["--target", "onnx", *SMALL, "--out", str(exported)]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and "not empty" in printed.err
+
+
+def test_one_failed_artifact_loses_no_other(tmp_path, capsys, monkeypatch):
+    """fp16 fails to export and int8's parity step raises something no layer expected: fp32 and int8 are
+    still on disk and listed, fp16 is listed as failed with its reason, and the exit code is documented."""
+    from mvit2_export.errors import ExportError
+    from mvit2_export.exporters.onnx import exporter as onnx_exporter
+
+    def fp16_fails(*_args, **_kwargs):
+        raise ExportError("fp16 conversion failed: injected")
+
+    real_runner = onnx_exporter.OnnxExporter.load_runner
+
+    def int8_runner_breaks(self, path, artifact, threads=None):
+        runner = real_runner(self, path, artifact, threads)
+        if "int8" in Path(path).name:
+            runner.run = lambda images: (_ for _ in ()).throw(ValueError("Tensor data is null"))
+        return runner
+
+    monkeypatch.setattr(onnx_exporter.quantize, "to_fp16", fp16_fails)
+    monkeypatch.setattr(onnx_exporter.OnnxExporter, "load_runner", int8_runner_breaks)
+    out = tmp_path / "out"
+    code = main(
+        ["--target", "onnx", *SMALL, "--precision", "fp32,fp16,int8", "--out", str(out), "--jobs", "1"]
+    )
+    assert code == 4  # an export failed (documented); parity-only failures give 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fp16.onnx: fp16 conversion failed: injected" in err[0]
+    assert "int8.onnx: unexpected ValueError: Tensor data is null" in err[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = [a["path"] for a in manifest["artifacts"]]
+    assert listed == ["mobilevitv2-0.5-classification-fp32.onnx", "mobilevitv2-0.5-classification-int8.onnx"]
+    assert manifest["artifacts"][0]["parity"]["passed"] is True
+    assert manifest["artifacts"][1]["parity"] == {
+        "passed": False,
+        "error": "unexpected ValueError: Tensor data is null",
+        "error_type": "ValueError",
+    }
+    assert [(f["precision"], f["stage"], f["exit_code"]) for f in manifest["failed"]] == [
+        ("fp16", "export", 4)
+    ]
+    assert {p.name for p in out.iterdir()} == {*listed, "manifest.json", "report.md", "report.png"}
+
+
+def test_api_progress_reaches_done_equals_total(tmp_path):
+    calls: list[tuple[str, int, int]] = []
+    export(
+        None, "onnx", tmp_path / "out", "fp32", width=0.5, image_size=64, progress=lambda *c: calls.append(c)
+    )
+    assert calls[0][1:] == (0, 1) and calls[-1] == ("done", 1, 1)

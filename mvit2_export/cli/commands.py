@@ -112,10 +112,11 @@ def run_export(args: argparse.Namespace) -> int:
                 progress=say,
                 workers=args.jobs,
             )
-        except Exception:
-            manifest_path = Path(args.out) / "manifest.json"
-            if manifest_path.is_file():
-                print_artifacts(json.loads(manifest_path.read_text()))
+        except Exception as exc:
+            # Only the manifest this run wrote: an error about --out or the checkpoint prints nothing else.
+            written = getattr(exc, "manifest", None)
+            if written is not None:
+                print_artifacts(written)
             raise
     print_artifacts(manifest)
     console.print(f"wrote {Path(args.out) / 'manifest.json'} and report.md")
@@ -242,12 +243,16 @@ def run_check(args: argparse.Namespace) -> int:
     with progress() as say:
         results = check(args.path, args.checkpoint, args.threads, localize=args.localize, progress=say)
     if args.json:
-        print(json.dumps([r.__dict__ for r in results], indent=2, default=str))
+        rows = [{k: v for k, v in r.__dict__.items() if k != "error"} for r in results]
+        print(json.dumps(rows, indent=2, default=str))
     else:
         for r in results:
+            numbers = f"  ({r.numbers()})" if r.numbers() else ""
             console.print(
-                f"{'PASS' if r.passed else 'FAIL'}  {r.path}  [{r.target} {r.precision}]  {r.detail}"
+                f"{'PASS' if r.passed else 'FAIL'}  {r.path}  [{r.target} {r.precision}]{numbers}  {r.detail}",
+                markup=False,
             )
+        console.print(f"{sum(r.passed for r in results)}/{len(results)} passed", markup=False)
     raise_on_failure(results)  # after printing: the table (and localization) is what the user needs
     return 0
 

@@ -9,6 +9,7 @@ Errors: every `Mvit2ExportError` becomes one line on stderr and its exit code; a
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import sys
@@ -97,6 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(argv: list[str], verbose: bool) -> int:
     try:
+        if argv and not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
+            close = difflib.get_close_matches(argv[0], list(SUBCOMMANDS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(
+                f"unknown command {argv[0]!r}{hint} (commands: {', '.join(SUBCOMMANDS)}; export: --target ...)"
+            )
         if argv and argv[0] in SUBCOMMANDS:
             args = build_sub_parser(argv[0]).parse_args(argv[1:])
             return SUBCOMMANDS[argv[0]][2](args)

@@ -178,6 +178,13 @@ def load_model(
         raise CheckpointError(f"{folder}: no {' or '.join(WEIGHT_FILES)}")
     state = adapt_keys(read_state_dict(weights), task)
     model = build_model(config, task)
+    head = [k for k in model.state_dict() if not k.startswith(PREFIX)] if task != "backbone" else []
+    if head and not any(k in state for k in head):  # e.g. --task segmentation on a backbone checkpoint
+        kind = config.task or "backbone"
+        raise CheckpointError(
+            f"{weights}: the checkpoint has no {task} head (it holds a {kind}); use --task {kind}"
+            + (" or backbone" if kind != "backbone" else "")
+        )
     load_state_dict_strict(model, state, str(weights))
     model.checkpoint = CheckpointInfo(source, weights.name, sha256_file(weights), untrained=False)
     return model.eval()

@@ -18,7 +18,15 @@ from torch import nn
 
 from . import __version__
 from .audit import audit_histogram
-from .errors import CheckpointError, ExportError, Mvit2ExportError, OutputExistsError, ParityError, UsageError
+from .errors import (
+    CheckpointError,
+    DegenerateReferenceError,
+    ExportError,
+    Mvit2ExportError,
+    OutputExistsError,
+    ParityError,
+    UsageError,
+)
 from .exporters import ExportOptions, get_exporter, parse_targets
 from .exporters.base import PRECISIONS, default_threads
 from .manifest import MANIFEST, SCHEMA, sha256_path, write_manifest
@@ -258,8 +266,15 @@ def _combined_error(failures: list[JobFailure], out: Path, manifest: dict[str, A
     """One error naming every failed artifact, of the type of the most severe one (export over parity)."""
     worst = max(failures, key=lambda f: (f.stage == "export", f.exit_code))
     text = " | ".join(f"{f.artifact}: {f.message}" for f in failures)
-    if all(f.stage == "parity" and f.error_type == "ParityError" for f in failures):
-        error: Mvit2ExportError = ParityError(f"parity failed for {text} (see {out / MANIFEST})")
+    if all(f.error_type == "DegenerateReferenceError" for f in failures):
+        n = len(failures)
+        error: Mvit2ExportError = DegenerateReferenceError(
+            f"{failures[0].message} ({n} artifact{'s' * (n > 1)}; see {out / MANIFEST})"
+        )
+    elif all(
+        f.stage == "parity" and f.error_type in ("ParityError", "DegenerateReferenceError") for f in failures
+    ):
+        error = ParityError(f"parity failed for {text} (see {out / MANIFEST})")
     else:
         verb = "export failed" if worst.stage == "export" else "parity check failed"
         error = ExportError(f"{verb} for {text} (see {out / MANIFEST})")
@@ -317,6 +332,11 @@ def _run_job(
     entry["parity"] = report.to_dict()
     if report.passed:
         return entry, None
+    if report.degenerate:
+        code = DegenerateReferenceError.exit_code
+        return entry, JobFailure(
+            dest.name, t, p, "parity", "DegenerateReferenceError", code, report.degenerate
+        )
     return entry, JobFailure(
         dest.name, t, p, "parity", "ParityError", ParityError.exit_code, "; ".join(report.failures())
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import Progress, load_reference_for_manifest
-from .errors import IntegrityError, Mvit2ExportError, ParityError, UsageError
+from .errors import DegenerateReferenceError, IntegrityError, Mvit2ExportError, ParityError, UsageError
 from .exporters import get_exporter
 from .exporters.base import default_threads
 from .manifest import read_manifest, verify_artifact
@@ -92,7 +92,7 @@ def check(
         except Mvit2ExportError as exc:
             results.append(CheckResult(*label, passed=False, detail=exc.message, error=exc))
             continue
-        detail = "ok" if report.passed else "; ".join(report.failures())
+        detail = "ok" if report.passed else report.degenerate or "; ".join(report.failures())
         if report.passed and not report.gated:
             detail = f"ok ({report.note})"
         if where is not None:
@@ -104,7 +104,11 @@ def check(
                 detail=detail,
                 parity=report.to_dict(),
                 localization=where.to_dict() if where else None,
-                error=None if report.passed else ParityError(f"{entry['path']}: {detail}"),
+                error=None
+                if report.passed
+                else (DegenerateReferenceError if report.degenerate else ParityError)(
+                    f"{entry['path']}: {detail}"
+                ),
             )
         )
     return results
@@ -115,8 +119,11 @@ def raise_on_failure(results: list[CheckResult]) -> None:
     failed = [r for r in results if not r.passed]
     if not failed:
         return
-    integrity = any(isinstance(r.error, IntegrityError) for r in failed)
-    kind = IntegrityError if integrity else ParityError
+    kind: type[Mvit2ExportError] = ParityError
+    if any(isinstance(r.error, IntegrityError) for r in failed):
+        kind = IntegrityError
+    elif all(isinstance(r.error, DegenerateReferenceError) for r in failed):
+        kind = DegenerateReferenceError
     raise kind(
         f"{len(failed)} of {len(results)} artifacts failed: "
         + " | ".join(f"{r.path}: {r.detail}" for r in failed)

@@ -98,6 +98,13 @@ class ParityError(Mvit2ExportError):
     exit_code = 5
 
 
+class DegenerateReferenceError(Mvit2ExportError):
+    """Reference outputs that are all ~0 or the same for every input (e.g. transformers' default init):
+    parity cannot say pass or fail."""
+
+    exit_code = 9
+
+
 class IntegrityError(Mvit2ExportError):
     """An artifact listed in a manifest that is missing or whose sha256 changed."""
 

@@ -16,8 +16,10 @@ def parity_summary(entry: dict[str, Any]) -> dict[str, Any]:
     primary = next(iter(metrics.values()), {})
     status = "not checked"
     if parity:
-        status = "pass" if parity.get("passed") else "FAIL"
-        if not parity.get("gated", True):
+        status = parity.get("status") or ("pass" if parity.get("passed") else "FAIL")
+        if parity.get("error"):
+            status = "error"
+        elif status != "degenerate" and not parity.get("gated", True):
             status = "reported (ungated)"
     return {
         "status": status,

@@ -339,3 +339,28 @@ def test_api_progress_reaches_done_equals_total(tmp_path):
         None, "onnx", tmp_path / "out", "fp32", width=0.5, image_size=64, progress=lambda *c: calls.append(c)
     )
     assert calls[0][1:] == (0, 1) and calls[-1] == ("done", 1, 1)
+
+
+@pytest.mark.parametrize("task", ["segmentation", "backbone"])
+def test_default_init_checkpoint_is_called_degenerate_not_pass_or_fail(task, tmp_path, capsys):
+    """transformers' constructors without training give ~0 outputs: nothing can be compared, and parity
+    must say so (exit 9) rather than pass on max abs 0 / cosine 1 or fail on denormals."""
+    transformers = pytest.importorskip("transformers")
+    from tests.conftest import ARCH
+
+    config = transformers.MobileViTV2Config(num_labels=5, image_size=64, width_multiplier=0.5)
+    config.architectures = [ARCH[task]]
+    folder = tmp_path / "ckpt"
+    getattr(transformers, ARCH[task])(config).eval().save_pretrained(folder)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert (
+        main(["--target", "onnx", "--checkpoint", str(folder), "--out", str(out), "--precision", "fp32,fp16"])
+        == 9
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "degenerate" in err[0] and "untrained default weights?" in err[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [a["parity"]["status"] for a in manifest["artifacts"]] == ["degenerate", "degenerate"]
+    assert not any(a["parity"]["passed"] for a in manifest["artifacts"])
+    assert main(["check", str(out)]) == 9

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ParityError
-from .thresholds import thresholds_for
+from ..errors import DegenerateReferenceError, ParityError
+from .thresholds import DEGENERATE_SCALE, DEGENERATE_SPREAD, thresholds_for
 
 
 @dataclass
@@ -36,10 +36,17 @@ class ParityReport:
     checks: list[Check] = field(default_factory=list)
     gated: bool = True
     note: str = ""
+    degenerate: str = ""  # why the reference outputs cannot be compared; empty when they can
 
     @property
     def passed(self) -> bool:
-        return not self.gated or all(c.ok for c in self.checks)
+        return not self.degenerate and (not self.gated or all(c.ok for c in self.checks))
+
+    @property
+    def status(self) -> str:
+        if self.degenerate:
+            return "degenerate"
+        return "pass" if self.passed else "FAIL"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,13 +57,17 @@ class ParityReport:
             "checks": [c.to_dict() for c in self.checks],
             "gated": self.gated,
             "passed": self.passed,
+            "status": self.status,
             "note": self.note,
+            **({"degenerate": self.degenerate} if self.degenerate else {}),
         }
 
     def failures(self) -> list[str]:
         return [f"{c.metric}={c.value:.6g} (needs {c.to_dict()['rule']})" for c in self.checks if not c.ok]
 
     def raise_if_failed(self, label: str) -> None:
+        if self.degenerate:
+            raise DegenerateReferenceError(f"{label}: {self.degenerate}")
         if not self.passed:
             raise ParityError(f"{label}: parity failed: {'; '.join(self.failures())}")
 
@@ -124,7 +135,9 @@ def compare_outputs(
         metrics[primary].update(segmentation_metrics(ref[0], got[0]))
 
     t = thresholds_for(precision)
-    report = ParityReport(precision, runtime, int(ref[0].shape[0]), metrics)
+    report = ParityReport(
+        precision, runtime, int(ref[0].shape[0]), metrics, degenerate=degenerate_reason(ref, names)
+    )
     report.checks.extend(Check(f"{n}.finite", m["finite"], 1.0, True) for n, m in metrics.items())
     if precision == "fp32":
         report.checks.extend(
@@ -141,6 +154,23 @@ def compare_outputs(
             report.gated = False
             report.note = "untrained weights: int8 agreement is reported, not gated"
     return report
+
+
+def degenerate_reason(ref: list[np.ndarray], names: list[str]) -> str:
+    """Why these reference outputs prove nothing (all ~0, or the same for every input), else ""."""
+    for name, r in zip(names, ref, strict=True):
+        scale = float(np.abs(r).max()) if r.size else 0.0
+        if scale < DEGENERATE_SCALE:
+            return (
+                f"reference outputs are degenerate ({name}: max |value| {scale:.3g}): untrained default "
+                "weights? Nothing was compared"
+            )
+        if r.shape[0] > 1 and float(np.ptp(r.astype(np.float64), axis=0).max()) <= DEGENERATE_SPREAD * scale:
+            return (
+                f"reference outputs are degenerate ({name} is the same for every input): untrained default "
+                "weights? Nothing was compared"
+            )
+    return ""
 
 
 def _task_checks(task: str, name: str, m: dict[str, float], t: dict[str, float]) -> list[Check]:

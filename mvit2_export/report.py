@@ -86,7 +86,24 @@ def render_markdown(manifest: dict[str, Any]) -> str:
         lines += [
             "",
             f"PyTorch eager reference: {ref['median_ms']:.2f} ms median ({ref['threads']} threads).",
+            "",
+            "Threading: each runtime measured at its best configuration on this host (thread counts and "
+            "runtime wait policies searched unless `bench --threads` pinned them):",
+            "",
+            *[
+                f"- `{a['path']}`: {_threading(a['latency'])}"
+                for a in manifest["artifacts"]
+                if (a.get("latency") or {}).get("median_ms") is not None
+            ],
+            f"- PyTorch eager: {_threading(ref)}",
         ]
+        host = manifest.get("host")
+        if host:
+            lines += [
+                "",
+                f"Host: {host.get('cpu')}; ISA {', '.join(host.get('isa') or []) or '-'}; "
+                f"{host.get('usable_cores')} usable cores.",
+            ]
     lines += device_latency_lines(manifest)
     lines += [
         "",
@@ -95,6 +112,16 @@ def render_markdown(manifest: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _threading(lat: dict[str, Any]) -> str:
+    settings = ", ".join(f"{k}={v}" for k, v in (lat.get("settings") or {}).items())
+    tried = len(lat.get("tried") or [])
+    return (
+        f"{lat.get('threads')} threads"
+        + (f", {settings}" if settings else "")
+        + (f" (best of {tried} tried)" if tried > 1 else "")
+    )
 
 
 def render_plot(manifest: dict[str, Any], path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from ..exporters.base import images_to_pixel_values
 from ..manifest import read_manifest, verify_artifact, write_manifest
 from ..parity.inputs import parity_images
 from ..report import write_report
-from .latency import measure_latency
+from .threading import best_threading, thread_candidates, usable_cores
 
 # Runtimes whose timings say nothing about a device: the NumPy MIL interpreter is a correctness oracle.
 NOT_TIMED = {"mil-reference": "Core ML latency needs macOS (MLModel.predict)"}
@@ -21,13 +23,14 @@ NOT_TIMED = {"mil-reference": "Core ML latency needs macOS (MLModel.predict)"}
 
 def bench(
     out: str | Path,
-    threads: int = 2,
+    threads: int | None = None,
     warmup: int = 5,
     runs: int = 20,
     checkpoint: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """`progress(step, done, total)` as in `export`: one step for PyTorch, one per artifact."""
+    """Every runtime at its best threading (`threads` None: searched, see bench/threading.py; an int pins
+    it). `progress(step, done, total)` as in `export`: one step for PyTorch, one per artifact."""
     say = progress or (lambda _step, _done, _total: None)
     out = Path(out)
     manifest = read_manifest(out)
@@ -35,17 +38,25 @@ def bench(
     size = int(manifest["model"]["image_size"])
     image = parity_images(size, n_photos=1, n_random=0)
     model = load_reference_for_manifest(manifest, checkpoint)
-    torch.set_num_threads(threads)
     x = torch.from_numpy(images_to_pixel_values(image))
+    candidates = thread_candidates(threads)
     say("timing pytorch eager", 0, steps)
+
+    def eager(n: int, _setting: dict[str, Any]) -> Any:
+        torch.set_num_threads(n)
+        return lambda: model(x)
+
+    before = torch.get_num_threads()
     with torch.no_grad():
-        manifest["reference_latency"] = measure_latency(
-            lambda: model(x), "pytorch-eager", threads, warmup, runs
-        ).to_dict()
+        ref = best_threading(eager, "pytorch-eager", candidates, [{}], warmup, runs)
+    torch.set_num_threads(before)
+    manifest["reference_latency"] = {**ref.to_dict(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    manifest["host"] = machine_facts()
     for n, entry in enumerate(manifest["artifacts"], 1):
         say(f"timing {entry['path']}", n, steps)
         path = verify_artifact(out, entry)
-        runner = get_exporter(entry["target"]).load_runner(path, entry, threads)
+        exporter = get_exporter(entry["target"])
+        runner = exporter.load_runner(path, entry, candidates[0])
         if runner.runtime in NOT_TIMED:
             entry["latency"] = {
                 "runtime": runner.runtime,
@@ -53,9 +64,34 @@ def bench(
                 "note": NOT_TIMED[runner.runtime],
             }
             continue
-        entry["latency"] = measure_latency(
-            lambda r=runner: r.run(image), runner.runtime, threads, warmup, runs
+
+        def make(k: int, setting: dict[str, Any], path=path, entry=entry, exporter=exporter) -> Any:
+            r = exporter.load_runner(path, entry, k, **setting)
+            return lambda: r.run(image)
+
+        entry["latency"] = best_threading(
+            make, runner.runtime, candidates, exporter.bench_settings(), warmup, runs
         ).to_dict()
     write_manifest(out, manifest)
     write_report(out, manifest)
     return manifest
+
+
+def machine_facts() -> dict[str, Any]:
+    """What decides these numbers: CPU model, ISA extensions that matter for int8, usable cores."""
+    flags: set[str] = set()
+    model_name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model_name = line.split(":", 1)[1].strip()
+            elif line.startswith(("flags", "Features")) and ":" in line:
+                flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = sorted(f for f in flags if f in ISA_FLAGS or f.startswith("avx512"))
+    return {"cpu": model_name, "machine": platform.machine(), "isa": isa, "usable_cores": usable_cores()}
+
+
+# Extensions that decide fp32/int8 kernel choice (x86: AVX2/AVX-512/VNNI/AMX; ARM: dot product, i8mm).
+ISA_FLAGS = {"avx2", "fma", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimddp", "i8mm", "sve"}

@@ -262,10 +262,15 @@ def run_check(args: argparse.Namespace) -> int:
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="an output directory with manifest.json")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--checkpoint")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="pin every runtime's thread count (host default: each runtime's best of 1..cores and its "
+        "wait policy, searched; android default: 2)",
+    )
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs before timing (default 5)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs; the median is reported (default 20)")
+    p.add_argument("--checkpoint", help="the checkpoint the artifacts came from, if not the manifest's")
     p.add_argument(
         "--device",
         choices=("host", "android", "mac"),
@@ -292,7 +297,7 @@ ANDROID_ONLY = ("adb", "benchmark_model", "serial", "delegate")
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    if args.threads < 1 or args.runs < 1 or args.warmup < 0:
+    if (args.threads is not None and args.threads < 1) or args.runs < 1 or args.warmup < 0:
         raise UsageError("--threads and --runs must be >= 1, --warmup >= 0")
     given = [f"--{k.replace('_', '-')}" for k in ANDROID_ONLY if getattr(args, k) is not None]
     if given and args.device != "android":
@@ -304,19 +309,41 @@ def run_bench(args: argparse.Namespace) -> int:
     with progress() as say:
         manifest = bench(args.path, args.threads, args.warmup, args.runs, args.checkpoint, progress=say)
     ref = manifest["reference_latency"]
+    host = manifest.get("host") or {}
     console.print(
-        f"pytorch eager: {ref['median_ms']:.2f} ms median (p90 {ref['p90_ms']:.2f}, {args.threads} threads)"
+        f"host: {host.get('cpu')} ({', '.join(host.get('isa') or []) or 'no ISA flags read'}), "
+        f"{host.get('usable_cores')} usable cores",
+        markup=False,
+    )
+    console.print(
+        f"pytorch eager: {ref['median_ms']:.2f} ms median (p90 {ref['p90_ms']:.2f}, {threading_text(ref)})",
+        markup=False,
     )
     for a in manifest["artifacts"]:
         lat = a["latency"]
         if lat.get("median_ms") is None:
-            console.print(f"{a['path']}: not timed ({lat.get('note')})")
+            console.print(f"{a['path']}: not timed ({lat.get('note')})", markup=False)
         else:
             ratio = lat["median_ms"] / ref["median_ms"]
             console.print(
-                f"{a['path']}: {lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f}), {ratio:.2f}x pytorch"
+                f"{a['path']}: {lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f}, {threading_text(lat)}), "
+                f"{ratio:.2f}x pytorch",
+                markup=False,
             )
     return 0
+
+
+def threading_text(lat: dict[str, Any]) -> str:
+    """'2 threads, spinning off (best of 4 tried)': the configuration a latency was measured at."""
+    parts = [f"{lat['threads']} thread{'s' * (lat['threads'] != 1)}"]
+    parts += [
+        f"{k} {'on' if v else 'off'}" if isinstance(v, bool) else f"{k} {v}"
+        for k, v in (lat.get("settings") or {}).items()
+    ]
+    tried = lat.get("tried") or []
+    if len(tried) > 1:
+        parts.append(f"best of {len(tried)} tried")
+    return ", ".join(parts)
 
 
 def run_device_bench(args: argparse.Namespace) -> int:
@@ -330,7 +357,7 @@ def run_device_bench(args: argparse.Namespace) -> int:
                 adb=args.adb,
                 benchmark_model=args.benchmark_model,
                 serial=args.serial,
-                threads=args.threads,
+                threads=args.threads or 2,
                 runs=args.runs,
                 warmup=args.warmup,
                 delegate=args.delegate or "xnnpack",

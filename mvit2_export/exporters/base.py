@@ -115,6 +115,11 @@ class Exporter(abc.ABC):
     def op_histogram(self, path: Path) -> dict[str, int]:
         """Operation type -> count, as the backend sees the artifact."""
 
+    def bench_settings(self) -> list[dict[str, Any]]:
+        """Runtime knobs besides the thread count that `bench` searches (each a `load_runner` keyword
+        set); [{}] when the thread count is the only one."""
+        return [{}]
+
     def metadata(self, path: Path) -> dict[str, Any]:
         """The tool's metadata stored in the artifact (rewrites, preprocessing, checkpoint sha256), if any."""
         return {}

@@ -90,9 +90,15 @@ class OnnxExporter(Exporter):
             options=extra,
         )
 
-    def load_runner(self, path: Path, artifact: dict[str, Any], threads: int | None = None) -> Runner:
+    def load_runner(
+        self, path: Path, artifact: dict[str, Any], threads: int | None = None, spinning: bool = True
+    ) -> Runner:
         self.check_available()
-        return OnnxRunner(Path(path), threads)
+        return OnnxRunner(Path(path), threads, spinning)
+
+    def bench_settings(self) -> list[dict[str, Any]]:
+        # Spinning intra-op threads win on a quiet host and halve the speed on a loaded 2-core one.
+        return [{"spinning": True}, {"spinning": False}]
 
     def op_histogram(self, path: Path) -> dict[str, int]:
         return onnx_op_histogram(path)

@@ -16,11 +16,13 @@ RUNTIME = "onnxruntime"
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
 
 
-def make_session(path: Path, threads: int | None = None):  # -> onnxruntime.InferenceSession
+def make_session(path: Path, threads: int | None = None, spinning: bool = True):  # -> InferenceSession
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or default_threads()
+    if not spinning:  # idle intra-op threads sleep instead of spinning (onnxruntime's default is to spin)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3  # warnings about unused initializers etc. are noise here
@@ -32,8 +34,8 @@ class OnnxRunner:
 
     runtime = RUNTIME
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        self.session = make_session(path, threads)
+    def __init__(self, path: Path, threads: int | None = None, spinning: bool = True) -> None:
+        self.session = make_session(path, threads, spinning)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_type = _NP_TYPES.get(inp.type, np.float32)

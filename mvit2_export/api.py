@@ -8,6 +8,7 @@ models, or a transformers `MobileViTV2*` instance.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,6 +101,8 @@ def prepare_out_dir(out_dir: Path, force: bool) -> None:
         raise OutputExistsError(f"{out_dir}: --out is a file, not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise OutputExistsError(f"{out_dir}: output directory is not empty (use --force to overwrite)")
+    if force and out_dir.is_dir():
+        remove_earlier_export(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".mvit2-write-test-{id(out_dir)}"
@@ -107,6 +110,21 @@ def prepare_out_dir(out_dir: Path, force: bool) -> None:
         probe.unlink()
     except OSError as exc:
         raise OutputExistsError(f"{out_dir}: output directory is not writable ({exc.strerror})") from exc
+
+
+def remove_earlier_export(out_dir: Path) -> None:
+    """--force: delete what an earlier export wrote here (the artifacts its manifest lists, the manifest and
+    the report), so the folder holds exactly what the new manifest lists. Files we did not write stay."""
+    try:
+        earlier = json.loads((out_dir / MANIFEST).read_text())
+        listed = [a["path"] for a in earlier.get("artifacts", []) if isinstance(a, dict) and "path" in a]
+    except (OSError, ValueError, AttributeError):
+        listed = []
+    for rel in [*listed, MANIFEST, "report.md", "report.png"]:
+        path = (out_dir / rel).resolve()
+        if path.parent != out_dir.resolve() or not (path.is_file() or path.is_dir()):
+            continue  # only direct children of the output folder: a crafted manifest cannot reach further
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
 def model_summary(model: nn.Module, image_size: int) -> dict[str, Any]:

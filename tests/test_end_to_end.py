@@ -364,3 +364,23 @@ def test_default_init_checkpoint_is_called_degenerate_not_pass_or_fail(task, tmp
     assert [a["parity"]["status"] for a in manifest["artifacts"]] == ["degenerate", "degenerate"]
     assert not any(a["parity"]["passed"] for a in manifest["artifacts"])
     assert main(["check", str(out)]) == 9
+
+
+def test_force_removes_what_an_earlier_export_wrote(exported, tmp_path):
+    """--force into an earlier output folder: the folder then holds exactly what the new manifest lists
+    (plus files the tool never wrote)."""
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(exported, out)
+    (out / "notes.txt").write_text("mine")
+    assert main(["--target", "onnx", *SMALL, "--precision", "fp32", "--out", str(out), "--force"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = {a["path"] for a in manifest["artifacts"]}
+    assert listed == {"mobilevitv2-0.5-classification-fp32.onnx"}
+    assert {p.name for p in out.iterdir()} == listed | {
+        "manifest.json",
+        "report.md",
+        "report.png",
+        "notes.txt",
+    }

@@ -43,7 +43,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
 def test_help_lists_subcommands_and_the_export_command():
     proc = run_cli("--help")
     assert proc.returncode == 0
-    for word in ("--target", "--precision", "info", "inspect", "check", "bench"):
+    for word in ("--target", "--precision", "palettized", "w8a8", "info", "inspect", "check", "bench"):
         assert word in proc.stdout
 
 

@@ -35,7 +35,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", default="fp32", help="comma list of fp32, fp16, int8 (default fp32)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="comma list of fp32, fp16, int8, and for coreml also palettized (n-bit weight palettes) and w8a8 "
+        "(int8 weights and activations, iOS17+); default fp32",
+    )
     p.add_argument("--out", default="mvit2_out", help="output directory (default ./mvit2_out)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check after export")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory / artifacts")
@@ -230,11 +235,11 @@ def run_inspect(args: argparse.Namespace) -> int:
 def add_check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="an output directory with manifest.json, or one artifact in it")
     p.add_argument("--checkpoint", help="the checkpoint to compare against (default: the manifest's source)")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int, help="runtime threads for the parity run (default: up to 4 cores)")
     p.add_argument(
         "--localize", action="store_true", help="compare intermediates op by op; name the first divergent op"
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -96,7 +96,7 @@ def check(
         if report.passed and not report.gated:
             detail = f"ok ({report.note})"
         if where is not None:
-            detail += f" | {where.summary()}"
+            detail += f" | {where.summary(report.passed)}"
         results.append(
             CheckResult(
                 *label,

@@ -67,9 +67,17 @@ class Localization:
             "unmatched": self.unmatched,
         }
 
-    def summary(self) -> str:
+    def summary(self, parity_passed: bool = False) -> str:
+        """One line; when the artifact passed parity, the largest per-op deviation is reported as such."""
         if not self.compared:
             return "no intermediate tensor could be matched to the reference"
+        if parity_passed:
+            worst = max(self.compared, key=lambda d: d.rel_err)
+            return (
+                f"passed: {len(self.compared)} intermediates compared, largest per-op deviation {worst.name} "
+                f"{list(worst.shape)} rel err {worst.rel_err:.3g} (per-op tolerance {self.tolerance:g}; the outputs "
+                "are within the parity thresholds)"
+            )
         if self.first_divergent is None:
             worst = max(self.compared, key=lambda d: d.rel_err)
             return (

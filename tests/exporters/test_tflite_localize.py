@@ -70,7 +70,7 @@ def out_with_corrupted_copy(tmp_path_factory):
 
 def test_export_reports_its_steps(out_with_corrupted_copy):
     *_, name, steps = out_with_corrupted_copy
-    assert steps == [(f"exporting tflite fp32 -> {name}", 0, 1)]
+    assert steps == [(f"exporting tflite fp32 -> {name}", 0, 1), ("done", 1, 1)]
 
 
 def test_localize_names_the_corrupted_conv_and_nothing_in_a_clean_model(out_with_corrupted_copy, capsys):

@@ -34,6 +34,7 @@ from .manifest import MANIFEST, SCHEMA, sha256_path, write_manifest
 from .model import MobileViTV2Config, Preprocessor, build_model, load_model
 from .model.checkpoint import CheckpointInfo, load_state_dict_strict, state_dict_sha256
 from .model.config import ARCHITECTURE_TASKS
+from .model.finite import check_finite_forward
 
 # The widths MobileViTV2 is published and tested at (ml-cvnets: 0.5 .. 2.0).
 WIDTH_RANGE = (0.5, 2.0)
@@ -189,6 +190,7 @@ def export(
     model = resolve_model(model_or_path, task, width)
     size = int(model.config.image_size if image_size is None else image_size)
     model.config.check_image_size(size)
+    check_finite_forward(model, size, model.checkpoint.source)  # before anything is written
     exporters = {t: get_exporter(t) for t in targets}  # fail fast on a missing backend
     calib = Path(calibration_images) if calibration_images else None
     if calib is not None and not calib.is_dir():

@@ -205,3 +205,53 @@ def test_a_head_the_checkpoint_does_not_have_is_named(hf_checkpoint, capsys):
     assert proc.returncode == 2
     assert_one_line_error(proc, "no segmentation head", "--task backbone")
     assert "missing" not in proc.stderr  # not a list of 274 missing tensors
+
+
+def _copy_with(tmp_path, hf_folder, name, mutate):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path / name
+    d.mkdir()
+    shutil.copy(hf_folder / "config.json", d / "config.json")
+    state = load_file(hf_folder / "model.safetensors")
+    mutate(state)
+    save_file(state, d / "model.safetensors")
+    return d
+
+
+@pytest.mark.parametrize("value, kind", [(float("nan"), "NaN"), (float("inf"), "Inf")])
+def test_non_finite_weights_are_named_and_nothing_is_written(hf_checkpoint, tmp_path, capsys, value, kind):
+    folder, _ = hf_checkpoint("classification")
+    tensor = "mobilevitv2.encoder.layer.2.transformer.layer.0.attention.qkv_proj.convolution.weight"
+
+    def poison(state):
+        state[tensor] = state[tensor].clone()
+        state[tensor].view(-1)[3] = value
+
+    bad = _copy_with(tmp_path, folder, f"poisoned-{kind}", poison)
+    capsys.readouterr()  # save_pretrained's progress bar
+    out = tmp_path / "out"
+    proc = run_main(capsys, "--target", "onnx", "--checkpoint", str(bad), "--out", str(out))
+    assert proc.returncode == 2
+    assert_one_line_error(proc, tensor, kind, "1 of")
+    assert not out.exists()
+
+
+def test_a_reference_forward_that_gives_nan_is_refused_before_anything_is_written(
+    hf_checkpoint, tmp_path, capsys
+):
+    folder, _ = hf_checkpoint("classification")
+    bn = "mobilevitv2.encoder.layer.1.layer.0.expand_1x1.normalization.running_var"
+
+    def negative_variance(state):  # finite weights, but sqrt(var + eps) is NaN
+        state[bn] = -state[bn].abs() - 1.0
+
+    bad = _copy_with(tmp_path, folder, "negative-var", negative_variance)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    proc = run_main(capsys, "--target", "onnx", "--checkpoint", str(bad), "--out", str(out))
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "NaN/Inf", "logits", "encoder.layer.1.layer.0.expand_1x1")
+    assert not out.exists()

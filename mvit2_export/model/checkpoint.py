@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from .config import TASK_ARCHITECTURES, TASKS, MobileViTV2Config
+from .finite import check_finite_weights
 from .heads import build_model
 from .random_init import randomize_weights
 
@@ -121,6 +122,7 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], ori
         problems.append(f"{len(shaped)} mis-shaped tensors (e.g. {'; '.join(shaped[:2])})")
     if problems:
         raise CheckpointError(f"{origin}: weights do not match the config: " + "; ".join(problems))
+    check_finite_weights(state, origin)
     model.load_state_dict(state, strict=False)
 
 

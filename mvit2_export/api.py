@@ -30,7 +30,7 @@ from .errors import (
 )
 from .exporters import ExportOptions, get_exporter, parse_targets
 from .exporters.base import PRECISIONS, default_threads
-from .manifest import MANIFEST, SCHEMA, sha256_path, write_manifest
+from .manifest import MANIFEST, SCHEMA, sha256_path, size_path, write_manifest
 from .model import MobileViTV2Config, Preprocessor, build_model, load_model
 from .model.checkpoint import CheckpointInfo, load_state_dict_strict, state_dict_sha256
 from .model.config import ARCHITECTURE_TASKS
@@ -137,6 +137,7 @@ def model_summary(model: nn.Module, image_size: int) -> dict[str, Any]:
         "width_multiplier": c.width_multiplier,
         "image_size": image_size,
         "output_stride": c.output_stride,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "num_labels": c.num_labels if model.task != "backbone" else None,
         "id2label": {str(k): v for k, v in c.id2label.items()} if model.task != "backbone" else None,
         "outputs": list(model.output_names),
@@ -329,6 +330,7 @@ def _run_job(
         artifact = exporter.export(model, options, dest)
         entry = artifact.to_dict(state.out)
         entry["sha256"] = sha256_path(dest)
+        entry["size_bytes"] = size_path(dest)
         histogram = exporter.op_histogram(dest)
         entry["op_histogram"] = dict(sorted(histogram.items()))
         entry["audit"] = audit_histogram(t, histogram)

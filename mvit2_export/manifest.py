@@ -39,6 +39,13 @@ def sha256_path(path: Path) -> str:
     return h.hexdigest()
 
 
+def size_path(path: Path) -> int:
+    """Bytes on disk of a file, or of every file in a directory tree (an .mlpackage)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,14 @@ def render_markdown(manifest: dict[str, Any]) -> str:
     lines = [
         "# mvit2-export report",
         "",
-        f"Model: MobileViTV2 width {m['width_multiplier']:g}, {m['task']}, {m['image_size']}x{m['image_size']}, "
+        f"Model: MobileViTV2 width {width_label(m['width_multiplier'])}, {m['task']}, {m['image_size']}x{m['image_size']}, "
         f"source `{m.get('checkpoint_source')}`"
         + (" (**untrained: random weights**)" if m.get("untrained") else ""),
+        *_parameter_line(m),
         "",
         "| artifact | target | precision | runtime | parity | max abs / scale | cosine | top-1 / pixel agr. "
-        "| latency median (ms) | audit |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| latency median (ms) | size (MB) | audit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in manifest["artifacts"]:
         s = parity_summary(a)
@@ -79,7 +81,7 @@ def render_markdown(manifest: dict[str, Any]) -> str:
         )
         lines.append(
             f"| `{a['path']}` | {a['target']} | {a['precision']} | {s['runtime']} | {s['status']} "
-            f"| {_fmt(s['max_abs_rel'])} | {_fmt(s['cosine'], '.6f')} | {_fmt(s['top1'])} | {_fmt(lat, '.2f')} | {audit} |"
+            f"| {_fmt(s['max_abs_rel'])} | {_fmt(s['cosine'], '.6f')} | {_fmt(s['top1'])} | {_fmt(lat, '.2f')} | {_size_mb(a)} | {audit} |"
         )
     ref = manifest.get("reference_latency")
     if ref:
@@ -114,6 +116,16 @@ def render_markdown(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _parameter_line(model: dict[str, Any]) -> list[str]:
+    n = model.get("parameters")
+    return [] if not n else ["", f"Parameters: {n:,} (at 4 bytes each, fp32: {4 * n / 1e6:.2f} MB)."]
+
+
+def _size_mb(entry: dict[str, Any]) -> str:
+    size = entry.get("size_bytes")
+    return "-" if size is None else f"{size / 1e6:.2f}"
+
+
 def _threading(lat: dict[str, Any]) -> str:
     settings = ", ".join(f"{k}={v}" for k, v in (lat.get("settings") or {}).items())
     tried = len(lat.get("tried") or [])
@@ -124,36 +136,147 @@ def _threading(lat: dict[str, Any]) -> str:
     )
 
 
-def render_plot(manifest: dict[str, Any], path: Path) -> None:
+def width_label(width: float) -> str:
+    """1.0 -> "1.0", 0.75 -> "0.75": the way MobileViTV2 widths are published (mobilevitv2-1.0-...)."""
+    text = f"{width:g}"
+    return text if "." in text else f"{text}.0"
+
+
+@dataclass
+class PlotPoint:
+    label: str
+    target: str
+    latency_ms: float | None
+    quality: float | None  # top-1 / pixel agreement with the reference, or cosine for a backbone
+    status: str
+    reference: bool = False
+
+
+def quality_metric(task: str) -> str:
+    return {"backbone": "cosine with PyTorch", "segmentation": "pixel agreement with PyTorch"}.get(
+        task, "top-1 agreement with PyTorch"
+    )
+
+
+def plot_points(manifest: dict[str, Any]) -> list[PlotPoint]:
+    """One point per artifact (latency None when not timed on this host) and the PyTorch reference."""
+    backbone = manifest["model"]["task"] == "backbone"
+    points = []
+    ref = manifest.get("reference_latency")
+    if ref:
+        points.append(PlotPoint("PyTorch eager fp32 (reference)", "pytorch", ref["median_ms"], 1.0, "", True))
+    for a in manifest["artifacts"]:
+        s = parity_summary(a)
+        quality = s["cosine"] if backbone else s["top1"]
+        latency = (a.get("latency") or {}).get("median_ms")
+        points.append(
+            PlotPoint(f"{a['target']} {a['precision']}", a["target"], latency, quality, s["status"])
+        )
+    return points
+
+
+PALETTE = {"onnx": "#4C72B0", "coreml": "#55A868", "tflite": "#C44E52", "pytorch": "#333333"}
+STATUS_COLORS = {"pass": "#55A868", "FAIL": "#C44E52", "error": "#C44E52", "degenerate": "#DD8452"}
+
+
+def build_figure(manifest: dict[str, Any]):
+    """report.png: parity against latency (log scale: one slow runner does not squash the rest), one
+    point per timed artifact with the reference marked, beside every artifact's parity as bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
-    labels, values, colors = [], [], []
-    palette = {"onnx": "#4C72B0", "coreml": "#55A868", "tflite": "#C44E52", "pytorch": "#8C8C8C"}
-    ref = manifest.get("reference_latency")
-    if ref:
-        labels.append("pytorch fp32")
-        values.append(ref["median_ms"])
-        colors.append(palette["pytorch"])
-    for a in manifest["artifacts"]:
-        lat = (a.get("latency") or {}).get("median_ms")
-        if lat is not None:
-            labels.append(f"{a['target']} {a['precision']}")
-            values.append(lat)
-            colors.append(palette.get(a["target"], "#333333"))
-    fig, ax = plt.subplots(figsize=(7, 0.5 * max(len(labels), 2) + 1.2))
-    if values:
-        ax.barh(labels, values, color=colors)
-        ax.set_xlabel("median latency (ms), batch 1, this host")
-        ax.invert_yaxis()
-    else:
-        ax.text(0.5, 0.5, "no latency measured yet: run `mvit2-export bench OUT`", ha="center", va="center")
-        ax.set_axis_off()
     m = manifest["model"]
-    ax.set_title(f"MobileViTV2 {m['width_multiplier']:g} {m['task']} @ {m['image_size']}")
+    metric = quality_metric(m["task"])
+    points = plot_points(manifest)
+    timed = [p for p in points if p.latency_ms is not None and p.quality is not None]
+    artifacts = [p for p in points if not p.reference]
+    rows = max(len(artifacts), 2)
+    fig, axes = plt.subplots(
+        1, 2 if timed else 1, figsize=(12 if timed else 7, 0.45 * rows + 2.2), squeeze=False
+    )
+    known = [p.quality for p in points if p.quality is not None]
+    low = min(known, default=1.0)
+    lower = max(0.0, low - max(0.1 * (1.0 - low), 0.005))
+    if timed:
+        ax = axes[0][0]
+        same_row: dict[float, int] = {}  # labels of points at one quality alternate above and below
+        for p in sorted(timed, key=lambda p: p.latency_ms):
+            i = same_row[round(p.quality, 3)] = same_row.get(round(p.quality, 3), -1) + 1
+            failed = p.status in ("FAIL", "error", "degenerate")
+            color = PALETTE.get(p.target, "#777777")
+            ax.scatter(
+                p.latency_ms,
+                p.quality,
+                s=180 if p.reference else 70,
+                marker="*" if p.reference else ("X" if failed else "o"),
+                facecolors="none" if p.status == "reported (ungated)" else color,
+                edgecolors=color,
+                linewidths=1.5,
+                zorder=3,
+            )
+            ax.annotate(
+                p.label,
+                (p.latency_ms, p.quality),
+                textcoords="offset points",
+                xytext=(-8, 6) if p.reference else (6, 5 if i % 2 == 0 else -11),
+                ha="right" if p.reference else "left",
+                fontsize=8,
+            )
+        ref = next((p for p in timed if p.reference), None)
+        if ref:
+            ax.axvline(ref.latency_ms, color=PALETTE["pytorch"], linestyle="--", linewidth=0.8)
+        fastest, slowest = min(p.latency_ms for p in timed), max(p.latency_ms for p in timed)
+        ax.set_xlim(fastest / 1.4, slowest * 1.4)
+        ax.set_xscale("log")
+        plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        if slowest / fastest < 10:  # within a decade the minor ticks are the only labels
+            ax.xaxis.set_minor_formatter(plain)
+            ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.set_xlabel("median latency (ms, log scale), batch 1, this host")
+        ax.set_ylabel(metric)
+        ax.set_ylim(lower, 1.0 + (1.0 - lower) * 0.08)
+        ax.grid(True, which="both", alpha=0.3)
+        untimed = [p.label for p in artifacts if p.latency_ms is None]
+        if untimed:
+            ax.text(
+                0.01,
+                0.01,
+                "not timed on this host: " + ", ".join(untimed),
+                transform=ax.transAxes,
+                fontsize=7,
+            )
+        ax.set_title("parity against latency (x: failed, hollow: not gated)")
+    ax = axes[0][-1]
+    if artifacts:
+        values = [p.quality if p.quality is not None else lower for p in artifacts]
+        ax.barh(
+            [p.label for p in artifacts],
+            [v - lower for v in values],
+            left=lower,
+            color=[STATUS_COLORS.get(p.status, "#8C8C8C") for p in artifacts],
+        )
+        for i, (p, v) in enumerate(zip(artifacts, values, strict=True)):
+            text = "-" if p.quality is None else f"{p.quality:.4f}"
+            ax.text(v, i, f" {text} {p.status}", va="center", fontsize=8)
+        ax.set_xlim(lower, 1.0 + (1.0 - lower) * 0.35)
+        ax.invert_yaxis()
+        ax.set_xlabel(metric)
+    else:
+        ax.set_axis_off()
+    ax.set_title("parity per artifact" + ("" if timed else " (latency: run `mvit2-export bench OUT`)"))
+    fig.suptitle(f"MobileViTV2 {width_label(m['width_multiplier'])} {m['task']} @ {m['image_size']}")
     fig.tight_layout()
+    return fig
+
+
+def render_plot(manifest: dict[str, Any], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = build_figure(manifest)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)

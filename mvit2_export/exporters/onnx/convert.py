@@ -37,6 +37,7 @@ from torch import nn
 
 from ...errors import ExportError, UsageError
 from ..base import EmbeddedPreprocessing
+from .shrink_constants import shrink_uniform_norm_params
 
 # The dynamo exporter needs opset >= 18; 23 is the newest onnxruntime 1.31 / onnxscript 0.7 both cover.
 SUPPORTED_OPSETS = range(18, 24)
@@ -111,6 +112,7 @@ def _build_fp32_graph(model: nn.Module, image_size: int, embedded: bool, opset: 
     gm, results = rewrite_module(ep, "onnx")  # raises RewriteError naming the rewrite
     proto = torch_to_onnx(gm, x, input_name, output_names, opset)
     proto = simplify(proto)
+    shrink_uniform_norm_params(proto)  # on the final graph: all-ones LayerNorm scales become one value
     name_batch_dim(proto)
     check(proto)
     return Fp32Graph(proto, [r.to_dict() for r in results], input_name, output_names)

@@ -255,3 +255,25 @@ def test_a_reference_forward_that_gives_nan_is_refused_before_anything_is_writte
     assert proc.returncode == 2
     assert_one_line_error(proc, "NaN/Inf", "logits", "encoder.layer.1.layer.0.expand_1x1")
     assert not out.exists()
+
+
+def test_every_option_of_every_command_has_help_and_lists_its_values():
+    import argparse
+
+    from mvit2_export.api import KNOWN_PRECISIONS
+    from mvit2_export.cli.main import SUBCOMMANDS, build_export_parser, build_sub_parser
+    from mvit2_export.exporters import TARGETS
+    from mvit2_export.exporters.coreml.settings import PALETTIZE_BITS
+    from mvit2_export.exporters.onnx.convert import SUPPORTED_OPSETS
+
+    parsers = {"export": build_export_parser(), **{n: build_sub_parser(n) for n in SUBCOMMANDS}}
+    for name, parser in parsers.items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._VersionAction):
+                continue
+            assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+    export_help = " ".join(parsers["export"].format_help().split())
+    for value in (*KNOWN_PRECISIONS, *TARGETS, "all"):
+        assert value in export_help, value
+    assert ", ".join(map(str, PALETTIZE_BITS[:-1])) + f" or {PALETTIZE_BITS[-1]}" in export_help
+    assert f"{SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1}" in export_help

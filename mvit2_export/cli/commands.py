@@ -11,12 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import UsageError
+from . import ui
 from .progress import progress
 
-console = Console(stderr=False, highlight=False)
+console = Console(file=ui.stdout, highlight=False)
 if not console.is_terminal:
-    console = Console(stderr=False, highlight=False, width=200)  # logs and pipes: do not truncate tables
-err_console = Console(stderr=True, highlight=False)
+    console = Console(file=ui.stdout, highlight=False, width=200)  # logs and pipes: do not truncate tables
+err_console = Console(file=ui.stderr, highlight=False)
 
 
 # -- shared arguments --------------------------------------------------------------------------------
@@ -58,16 +59,22 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
         type=int,
         help="processes exporting targets side by side (default: one per target, up to the cores; 1 = serial)",
     )
-    p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    p.add_argument("--opset", type=int, help="ONNX opset, 18 to 23 (default 18)")
     p.add_argument(
         "--fp16-io", action="store_true", help="ONNX fp16: fp16 inputs/outputs too (default fp32 IO)"
     )
-    p.add_argument("--deployment-target", help="Core ML minimum deployment target (default iOS16)")
+    p.add_argument(
+        "--deployment-target",
+        help="Core ML minimum deployment target: iOS16 or later, or macOS13+, tvOS16+, watchOS9+, visionOS1+ "
+        "(default iOS16; w8a8 needs iOS17)",
+    )
     p.add_argument(
         "--input-type", choices=("image", "tensor"), help="Core ML input: image (default) or tensor"
     )
     p.add_argument(
-        "--palettize-bits", type=int, help="Core ML --precision palettized: bits per weight (default 6)"
+        "--palettize-bits",
+        type=int,
+        help="Core ML --precision palettized: bits per weight, 1, 2, 3, 4, 6 or 8 (default 6)",
     )
     p.add_argument(
         "--argmax-mask", action="store_true", help="Core ML segmentation: also output the argmax mask"
@@ -173,7 +180,7 @@ def run_info(args: argparse.Namespace) -> int:
     model = resolve_model(args.checkpoint, args.task, args.width)
     info = summarize(model, args.image_size)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(info, indent=2), file=ui.stdout)
         return 0
     table = Table(
         title="MobileViTV2" + (" (UNTRAINED embedded default)" if info["untrained"] else ""),
@@ -201,7 +208,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
     result = inspect_artifact(Path(args.artifact))
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(result, indent=2, default=str), file=ui.stdout)
     else:
         table = Table(title=f"{args.artifact}: op histogram")
         table.add_column("op")
@@ -249,7 +256,7 @@ def run_check(args: argparse.Namespace) -> int:
         results = check(args.path, args.checkpoint, args.threads, localize=args.localize, progress=say)
     if args.json:
         rows = [{k: v for k, v in r.__dict__.items() if k != "error"} for r in results]
-        print(json.dumps(rows, indent=2, default=str))
+        print(json.dumps(rows, indent=2, default=str), file=ui.stdout)
     else:
         for r in results:
             numbers = f"  ({r.numbers()})" if r.numbers() else ""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..errors import Mvit2ExportError, UsageError
-from . import commands
+from . import commands, ui
 
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "info": ("model summary: config, parameters, GMACs", commands.add_info_args, commands.run_info),
@@ -51,6 +51,11 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
+
+    def _print_message(self, message: str, file: object = None) -> None:
+        # --help and --version: to the command's own stdout (sys.stdout is os.devnull under ui.quiet()).
+        if message:
+            (ui.stderr if file is sys.stderr else ui.stdout).write(message)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -86,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if verbose:
         return _dispatch(argv, verbose)
     # Library warnings and converter logs are noise to a user; --verbose shows them.
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), ui.quiet():
         warnings.simplefilter("ignore")
         previous = logging.root.manager.disable
         logging.disable(logging.WARNING)
@@ -108,30 +113,30 @@ def _dispatch(argv: list[str], verbose: bool) -> int:
             args = build_sub_parser(argv[0]).parse_args(argv[1:])
             return SUBCOMMANDS[argv[0]][2](args)
         if not argv:
-            build_export_parser().print_help()
+            build_export_parser().print_help(ui.stdout)
             return 0
         args = build_export_parser().parse_args(argv)
         return commands.run_export(args)
     except Mvit2ExportError as exc:
         if verbose:
-            traceback.print_exc()
-        print(f"error: {exc.message}", file=sys.stderr)
+            traceback.print_exc(file=ui.stderr)
+        print(f"error: {exc.message}", file=ui.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted; nothing half-written was left behind", file=sys.stderr)
+        print("error: interrupted; nothing half-written was left behind", file=ui.stderr)
         return 130
     except Exception as exc:  # a bug or an upstream library failure: still one line unless --verbose
         if verbose:
-            traceback.print_exc()
+            traceback.print_exc(file=ui.stderr)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(
-            f"error: unexpected {type(exc).__name__}: {first[:300]} (re-run with --verbose)", file=sys.stderr
+            f"error: unexpected {type(exc).__name__}: {first[:300]} (re-run with --verbose)", file=ui.stderr
         )
         return 1
 
 
 def print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    print(json.dumps(data, indent=2, default=str), file=ui.stdout)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from . import ui
+
 # say(step, done, total): `step` starts now; `done` of `total` steps are finished (counts optional).
 Say = Callable[..., None]
 
@@ -27,7 +29,7 @@ Say = Callable[..., None]
 @contextmanager
 def progress(console: Console | None = None) -> Iterator[Say]:
     """Yield `say` for the library's `progress=` callbacks; a no-op unless `console` is interactive."""
-    console = console or Console(stderr=True)
+    console = console or Console(file=ui.stderr)
     bar = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),

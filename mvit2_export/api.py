@@ -28,8 +28,8 @@ from .errors import (
     ParityError,
     UsageError,
 )
-from .exporters import ExportOptions, get_exporter, parse_targets
-from .exporters.base import PRECISIONS, default_threads
+from .exporters import Exporter, ExportOptions, get_exporter, known_precisions, parse_targets
+from .exporters.base import default_threads
 from .manifest import MANIFEST, SCHEMA, sha256_path, size_path, write_manifest
 from .model import MobileViTV2Config, Preprocessor, build_model, load_model
 from .model.checkpoint import CheckpointInfo, load_state_dict_strict, state_dict_sha256
@@ -43,19 +43,15 @@ WIDTH_RANGE = (0.5, 2.0)
 Progress = Callable[[str, int, int], None]
 
 
-# fp32/fp16/int8 for every target; Core ML also has weight palettization and W8A8 (its exporter says which).
-KNOWN_PRECISIONS = (*PRECISIONS, "palettized", "w8a8")
-
-
 def parse_precisions(value: str | list[str]) -> list[str]:
+    """A comma list of precisions some registered target accepts (each exporter then checks its own)."""
     items = value if isinstance(value, list) else [p.strip().lower() for p in value.split(",") if p.strip()]
+    known = known_precisions()
     if not items:
-        raise UsageError("--precision needs a value: fp32, fp16 or int8 (comma list allowed)")
+        raise UsageError(f"--precision needs a value: one of {', '.join(known)} (comma list allowed)")
     for p in items:
-        if p not in KNOWN_PRECISIONS:
-            raise UsageError(
-                f"unknown precision {p!r}; expected a comma list of {', '.join(KNOWN_PRECISIONS)}"
-            )
+        if p not in known:
+            raise UsageError(f"unknown precision {p!r}; expected a comma list of {', '.join(known)}")
     return list(dict.fromkeys(items))
 
 
@@ -151,15 +147,6 @@ def artifact_name(model: nn.Module, target_suffix: str, precision: str, embed: b
     return f"mobilevitv2-{width}-{model.task}-{precision}{tail}{target_suffix}"
 
 
-def calibrates(target: str, options: ExportOptions) -> bool:
-    """Whether this export runs int8 calibration (the slow part of an int8 export)."""
-    if options.precision == "w8a8":
-        return True
-    return options.precision == "int8" and (
-        target == "onnx" or (target == "tflite" and options.backend.get("int8_mode", "static") == "static")
-    )
-
-
 def export(
     model_or_path: Any,
     target: str,
@@ -223,11 +210,12 @@ def export(
         "artifacts": [],
     }
     write_manifest(out, manifest)
-    plan = plan_lanes([t for t, _ in jobs], lanes)
+    plan = plan_lanes([t for t, _ in jobs], lanes, {t: e.cost for t, e in exporters.items()})
     finished = [0]  # read by the progress callback as steps start, in any lane
     entries: dict[int, dict[str, Any]] = {}
     failures: dict[int, JobFailure] = {}
-    state = _JobState(model, jobs, out, check, threads, len(plan))
+    classes = {t: type(e) for t, e in exporters.items()}  # by reference: a worker lane imports them
+    state = _JobState(model, jobs, out, check, threads, len(plan), classes)
     for i, (entry, failure) in run_lanes(
         plan, _run_job, state, lambda step: say(step, finished[0], len(jobs))
     ):
@@ -314,6 +302,7 @@ class _JobState:
     check: bool
     threads: int | None  # as asked for; None = the default, shared between the lanes
     lanes: int
+    exporters: dict[str, type[Exporter]]  # registered in this process (a test's toy target included)
 
 
 def _run_job(
@@ -322,9 +311,9 @@ def _run_job(
     """Export job `index`, audit it and check its parity; returns its manifest entry (None when nothing
     was written) and its failure, if any. Never raises for one artifact: the other jobs go on."""
     t, options = state.jobs[index]
-    exporter, p, model = get_exporter(t), options.precision, state.model
+    exporter, p, model = state.exporters[t](), options.precision, state.model
     dest = state.out / artifact_name(model, exporter.suffix, p, options.embed_preprocessing)
-    calibrating = " (calibrating)" if calibrates(t, options) else ""
+    calibrating = " (calibrating)" if exporter.calibrates(options) else ""
     say(f"exporting {t} {p}{calibrating} -> {dest.name}")
     try:
         artifact = exporter.export(model, options, dest)
@@ -333,7 +322,7 @@ def _run_job(
         entry["size_bytes"] = size_path(dest)
         histogram = exporter.op_histogram(dest)
         entry["op_histogram"] = dict(sorted(histogram.items()))
-        entry["audit"] = audit_histogram(t, histogram)
+        entry["audit"] = audit_histogram(exporter, histogram)
     except Exception as exc:  # noqa: BLE001 - any failure of this artifact is recorded, not fatal
         if dest.exists():  # written, then the audit failed: not listed, so not left behind either
             shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
@@ -346,7 +335,7 @@ def _run_job(
     try:
         threads = state.threads or max(1, default_threads() // state.lanes)
         runner = exporter.load_runner(dest, entry, threads)
-        report = run_parity(model, runner, p, options.image_size)
+        report = run_parity(model, runner, p, options.image_size, rule=exporter.threshold_class(p))
     except Exception as exc:  # noqa: BLE001 - the artifact stays listed, its parity says what broke
         failure = JobFailure.of(exc, dest.name, t, p, "parity")
         entry["parity"] = {"passed": False, "error": failure.message, "error_type": failure.error_type}

@@ -9,42 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-FORBIDDEN: dict[str, set[str]] = {
-    "onnx": {
-        "MatMul",
-        "Einsum",
-        "Col2Im",
-        "Gather",
-        "GatherElements",
-        "GatherND",
-        "Expand",
-        "InstanceNormalization",
-    },
-    "coreml": {
-        "matmul",
-        "einsum",
-        "gather",
-        "gather_nd",
-        "gather_along_axis",
-        "batch_norm",
-        "col2im",
-        "im2col",
-    },
-    "tflite": {"BATCH_MATMUL", "GATHER", "GATHER_ND", "BROADCAST_TO", "EINSUM"},
-}
-TRANSPOSE_OPS = {"onnx": "Transpose", "coreml": "transpose", "tflite": "TRANSPOSE"}
-MAX_TRANSPOSE = {"tflite": 2}
+from .exporters.base import Exporter
 
 
-def audit_histogram(target: str, histogram: dict[str, int]) -> dict[str, Any]:
-    violations = {op: n for op, n in sorted(histogram.items()) if op in FORBIDDEN[target] and n}
-    transposes = int(histogram.get(TRANSPOSE_OPS[target], 0))
-    limit = MAX_TRANSPOSE.get(target)
-    if limit is not None and transposes > limit:
-        violations[TRANSPOSE_OPS[target]] = transposes
+def audit_histogram(exporter: type[Exporter] | Exporter, histogram: dict[str, int]) -> dict[str, Any]:
+    """The audit of one artifact, by the forbidden ops and transpose limit its exporter declares."""
+    forbidden = exporter.forbidden_ops
+    violations = {op: n for op, n in sorted(histogram.items()) if op in forbidden and n}
+    op = exporter.transpose_op
+    transposes = int(histogram.get(op, 0)) if op else 0
+    limit = exporter.max_transposes
+    if op and limit is not None and transposes > limit:
+        violations[op] = transposes
     return {
         "elementwise_attention": not violations,
         "violations": violations,
         "transpose_count": transposes,
-        "forbidden": sorted(FORBIDDEN[target]),
+        "forbidden": sorted(forbidden),
     }

@@ -81,7 +81,9 @@ def check(
             exporter = get_exporter(entry["target"])
             runner = exporter.load_runner(artifact, entry, threads or default_threads())
             say(f"checking parity of {entry['path']}", n * per_entry, len(entries) * per_entry)
-            report = run_parity(model, runner, entry["precision"], size)
+            report = run_parity(
+                model, runner, entry["precision"], size, rule=exporter.threshold_class(entry["precision"])
+            )
             if localize:
                 say(f"localizing {entry['path']} op by op", n * per_entry + 1, len(entries) * per_entry)
             where = (

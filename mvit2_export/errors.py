@@ -105,6 +105,12 @@ class DegenerateReferenceError(Mvit2ExportError):
     exit_code = 9
 
 
+class AuditError(Mvit2ExportError):
+    """An artifact whose attention did not lower to element-wise ops (`inspect --require-elementwise`)."""
+
+    exit_code = 7
+
+
 class IntegrityError(Mvit2ExportError):
     """An artifact listed in a manifest that is missing or whose sha256 changed."""
 
@@ -113,7 +119,6 @@ class IntegrityError(Mvit2ExportError):
 
 class DeviceError(Mvit2ExportError):
     """An on-device run that cannot happen or failed: no adb, no device attached, benchmark_model
-    failed, or Core ML timing asked for on a host that is not macOS. (7 is `inspect
-    --require-elementwise`.)"""
+    failed, or Core ML timing asked for on a host that is not macOS."""
 
     exit_code = 8

@@ -25,7 +25,7 @@ def inspect_artifact(path: Path) -> dict[str, Any]:
         "path": str(path),
         "target": target,
         "op_histogram": dict(sorted(histogram.items())),
-        "audit": audit_histogram(target, histogram),
+        "audit": audit_histogram(exporter, histogram),
         "ane_audit": exporter.static_audit(path),
         "rewrites": rewrites or [],
         "metadata": meta,

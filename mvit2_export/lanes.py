@@ -12,17 +12,13 @@ from __future__ import annotations
 import os
 import queue as queue_mod
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import Any
 
 from .errors import ExportError, UsageError
-
-# Relative fp32 export time per target at width 1.0, measured (benchmarks/RESULTS.md: tflite 30 s, onnx
-# 16 s, coreml 10 s).
-_COST = {"tflite": 6, "onnx": 3, "coreml": 2}
 
 # (job index) -> result, run in the lane's process; `say(step)` reports the step that starts.
 JobFn = Callable[..., Any]
@@ -42,19 +38,20 @@ def resolve_lanes(requested: int | None, targets: Sequence[str]) -> int:
     return max(1, min(cores, groups))
 
 
-def plan_lanes(targets: Sequence[str], lanes: int) -> list[list[int]]:
-    """Job indices per lane (lane 0 is this process): each target group, costliest first, to the least
-    loaded lane. Jobs keep their order within a lane."""
+def plan_lanes(targets: Sequence[str], lanes: int, cost: Mapping[str, int] | None = None) -> list[list[int]]:
+    """Job indices per lane (lane 0 is this process): each target group, costliest first (`cost`: the
+    relative export time each exporter declares), to the least loaded lane. Jobs keep their order."""
+    cost = cost or {}
     groups: dict[str, list[int]] = {}
     for i, t in enumerate(targets):
         groups.setdefault(t, []).append(i)
     n = max(1, min(lanes, len(groups)))
     plan: list[list[int]] = [[] for _ in range(n)]
     load = [0] * n
-    for target, idx in sorted(groups.items(), key=lambda kv: -_COST.get(kv[0], 3) * len(kv[1])):
+    for target, idx in sorted(groups.items(), key=lambda kv: -cost.get(kv[0], 3) * len(kv[1])):
         k = load.index(min(load))
         plan[k].extend(idx)
-        load[k] += _COST.get(target, 3) * len(idx)
+        load[k] += cost.get(target, 3) * len(idx)
     return [sorted(lane) for lane in plan]
 
 

@@ -175,7 +175,17 @@ def plot_points(manifest: dict[str, Any]) -> list[PlotPoint]:
     return points
 
 
-PALETTE = {"onnx": "#4C72B0", "coreml": "#55A868", "tflite": "#C44E52", "pytorch": "#333333"}
+REFERENCE_COLOR = "#333333"
+
+
+def target_color(target: str) -> str:
+    """The color its exporter declares (a manifest may name a target this install does not register)."""
+    from .exporters import registered
+
+    cls = registered().get(target)
+    return cls.color if cls else "#777777"
+
+
 STATUS_COLORS = {"pass": "#55A868", "FAIL": "#C44E52", "error": "#C44E52", "degenerate": "#DD8452"}
 
 
@@ -206,7 +216,7 @@ def build_figure(manifest: dict[str, Any]):
         for p in sorted(timed, key=lambda p: p.latency_ms):
             i = same_row[round(p.quality, 3)] = same_row.get(round(p.quality, 3), -1) + 1
             failed = p.status in ("FAIL", "error", "degenerate")
-            color = PALETTE.get(p.target, "#777777")
+            color = REFERENCE_COLOR if p.reference else target_color(p.target)
             ax.scatter(
                 p.latency_ms,
                 p.quality,
@@ -227,7 +237,7 @@ def build_figure(manifest: dict[str, Any]):
             )
         ref = next((p for p in timed if p.reference), None)
         if ref:
-            ax.axvline(ref.latency_ms, color=PALETTE["pytorch"], linestyle="--", linewidth=0.8)
+            ax.axvline(ref.latency_ms, color=REFERENCE_COLOR, linestyle="--", linewidth=0.8)
         fastest, slowest = min(p.latency_ms for p in timed), max(p.latency_ms for p in timed)
         ax.set_xlim(fastest / 1.4, slowest * 1.4)
         ax.set_xscale("log")

@@ -12,8 +12,7 @@ import sys
 
 import pytest
 
-from mvit2_export.errors import BackendMissingError
-from mvit2_export.exporters import TARGETS, get_exporter
+from mvit2_export.exporters import available_targets
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -27,19 +26,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def _installed() -> list[str]:
-    out = []
-    for t in TARGETS:
-        try:
-            get_exporter(t)
-            out.append(t)
-        except BackendMissingError:
-            pass
-    return out
-
-
 def test_export_and_check_print_only_their_own_output_unless_verbose(tmp_path):
-    targets = _installed()
+    targets = available_targets()
     if "tflite" not in targets:
         pytest.skip("the loudest libraries (LiteRT, ai-edge-quantizer) are not installed")
     out = tmp_path / "out"

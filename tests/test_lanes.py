@@ -8,18 +8,20 @@ import os
 import pytest
 
 from mvit2_export.errors import ExportError, UsageError
+from mvit2_export.exporters import exporter_class
 from mvit2_export.lanes import plan_lanes, resolve_lanes, run_lanes
 
 
 def test_plan_keeps_each_target_in_one_lane_and_balances():
     targets = ["onnx", "onnx", "coreml", "coreml", "tflite", "tflite"]
-    plan = plan_lanes(targets, 2)
+    cost = {t: exporter_class(t).cost for t in targets}  # as each exporter declares it
+    plan = plan_lanes(targets, 2, cost)
     assert sorted(i for lane in plan for i in lane) == list(range(6))
     for t in set(targets):  # one target's precisions share one process (and its cached conversion)
         assert sum(any(targets[i] == t for i in lane) for lane in plan) == 1
     assert [4, 5] in plan  # the costliest group (tflite) alone, the two others share a lane
-    assert sorted(plan_lanes(targets, 8)) == [[0, 1], [2, 3], [4, 5]]  # at most one lane per target
-    assert plan_lanes(targets, 1) == [list(range(6))]
+    assert sorted(plan_lanes(targets, 8, cost)) == [[0, 1], [2, 3], [4, 5]]  # at most one lane per target
+    assert plan_lanes(targets, 1, cost) == [list(range(6))]
 
 
 def test_lane_count():

@@ -14,25 +14,11 @@ import json
 import pytest
 
 from mvit2_export.cli.main import main
-from mvit2_export.exporters import TARGETS
+from mvit2_export.exporters import available_targets
 from mvit2_export.manifest import size_path
 from mvit2_export.parity.thresholds import thresholds_for
 
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def _available() -> list[str]:
-    from mvit2_export.errors import BackendMissingError
-    from mvit2_export.exporters import get_exporter
-
-    out = []
-    for t in TARGETS:
-        try:
-            get_exporter(t)
-            out.append(t)
-        except BackendMissingError:
-            pass
-    return out
 
 
 # Modes beyond fp32/fp16/int8, one CLI run each: (target, precisions, extra flags).
@@ -44,7 +30,7 @@ EXTRA_MODES = [
 
 @pytest.mark.parametrize("task", ["classification", "segmentation", "backbone"])
 def test_every_target_and_precision_of_a_head(task, hf_checkpoint, tmp_path, capsys):
-    targets = _available()
+    targets = available_targets()
     if not targets:
         pytest.skip("no backend installed")
     folder, _ = hf_checkpoint(task, image_size=64)
@@ -58,7 +44,7 @@ def test_every_target_and_precision_of_a_head(task, hf_checkpoint, tmp_path, cap
 def test_compressed_and_dynamic_modes_of_a_head(
     task, target, precisions, flags, hf_checkpoint, tmp_path, capsys
 ):
-    if target not in _available():
+    if target not in available_targets():
         pytest.skip(f"{target} not installed")
     folder, _ = hf_checkpoint(task, image_size=64)
     run_and_check(tmp_path / "out", folder, task, [target], precisions, flags, capsys)
@@ -110,7 +96,7 @@ def run_and_check(out, folder, task, targets, precisions, flags, capsys) -> None
 @pytest.mark.slow
 def test_full_size_backbone_width_1_5_at_384(hf_checkpoint, tmp_path, capsys):
     """The configuration that crashed for a new user (TFLite int8 backbone), at its real size."""
-    targets = _available()
+    targets = available_targets()
     if not targets:
         pytest.skip("no backend installed")
     folder, _ = hf_checkpoint("backbone", image_size=384, width_multiplier=1.5)

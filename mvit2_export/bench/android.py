@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeviceError, UsageError
+from ..exporters import targets_for_device
 from ..manifest import read_manifest, verify_artifact, write_manifest
 from ..report import write_report
 from .benchmark_model_output import failure_reason, parse_benchmark_model_output
@@ -177,8 +178,9 @@ def bench_android(
     out = Path(out)
     flags = benchmark_flags(threads, runs, warmup, delegate)
     manifest = read_manifest(out)
-    entries = [a for a in manifest["artifacts"] if a["target"] == "tflite"]
-    skipped = [a["path"] for a in manifest["artifacts"] if a["target"] != "tflite"]
+    runs_here = targets_for_device("android")
+    entries = [a for a in manifest["artifacts"] if a["target"] in runs_here]
+    skipped = [a["path"] for a in manifest["artifacts"] if a["target"] not in runs_here]
     if not entries:
         raise UsageError(f"{out}: no .tflite artifact to run on Android (export with --target tflite)")
     exe = find_adb(adb)

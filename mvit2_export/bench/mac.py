@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendMissingError, DeviceError, UsageError
+from ..exporters import targets_for_device
+from ..exporters.coreml import CoreMLExporter
 from ..manifest import read_manifest, verify_artifact, write_manifest
 from ..report import write_report
 from .latency import measure_latency
@@ -37,7 +39,9 @@ def require_macos() -> None:
     from ..exporters.coreml.runner import can_predict
 
     if not can_predict():
-        raise BackendMissingError("coreml", "coreml", "coremltools without its macOS extension")
+        raise BackendMissingError(
+            CoreMLExporter.target, CoreMLExporter.extra, "coremltools without its macOS extension"
+        )
 
 
 def _time_predict(
@@ -69,8 +73,9 @@ def bench_mac(
 
     out = Path(out)
     manifest = read_manifest(out)
-    entries = [a for a in manifest["artifacts"] if a["target"] == "coreml"]
-    skipped = [a["path"] for a in manifest["artifacts"] if a["target"] != "coreml"]
+    runs_here = targets_for_device("mac")
+    entries = [a for a in manifest["artifacts"] if a["target"] in runs_here]
+    skipped = [a["path"] for a in manifest["artifacts"] if a["target"] not in runs_here]
     if not entries:
         raise UsageError(f"{out}: no .mlpackage artifact to time (export with --target coreml)")
     image = parity_images(int(manifest["model"]["image_size"]), n_photos=1, n_random=0)[0]

@@ -10,7 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import UsageError
+from ..errors import AuditError, UsageError
+from ..exporters import known_precisions, registered
 from . import ui
 from .progress import progress
 
@@ -36,12 +37,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        help="comma list of fp32, fp16, int8, and for coreml also palettized (n-bit weight palettes) and w8a8 "
-        "(int8 weights and activations, iOS17+); default fp32",
-    )
+    p.add_argument("--precision", default="fp32", help=precision_help())
     p.add_argument("--out", default="mvit2_out", help="output directory (default ./mvit2_out)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check after export")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory / artifacts")
@@ -59,44 +55,48 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
         type=int,
         help="processes exporting targets side by side (default: one per target, up to the cores; 1 = serial)",
     )
-    p.add_argument("--opset", type=int, help="ONNX opset, 18 to 23 (default 18)")
-    p.add_argument(
-        "--fp16-io", action="store_true", help="ONNX fp16: fp16 inputs/outputs too (default fp32 IO)"
-    )
-    p.add_argument(
-        "--deployment-target",
-        help="Core ML minimum deployment target: iOS16 or later, or macOS13+, tvOS16+, watchOS9+, visionOS1+ "
-        "(default iOS16; w8a8 needs iOS17)",
-    )
-    p.add_argument(
-        "--input-type", choices=("image", "tensor"), help="Core ML input: image (default) or tensor"
-    )
-    p.add_argument(
-        "--palettize-bits",
-        type=int,
-        help="Core ML --precision palettized: bits per weight, 1, 2, 3, 4, 6 or 8 (default 6)",
-    )
-    p.add_argument(
-        "--argmax-mask", action="store_true", help="Core ML segmentation: also output the argmax mask"
-    )
-    p.add_argument(
-        "--int8-mode", choices=("static", "dynamic"), help="TFLite int8: full-integer static or dynamic range"
-    )
+    add_backend_args(p)
+
+
+def precision_help() -> str:
+    """Every precision a registered target accepts, with the targets that take it when not all do."""
+    classes = registered()
+    parts = []
+    for precision in known_precisions():
+        takers = [t for t, cls in classes.items() if precision in cls.precisions]
+        notes = [
+            cls.precision_notes[precision] for cls in classes.values() if precision in cls.precision_notes
+        ]
+        where = (
+            "" if len(takers) == len(classes) else f" ({', '.join(takers)}{': ' + notes[0] if notes else ''})"
+        )
+        parts.append(precision + where)
+    return f"comma list of {', '.join(parts)}; default fp32"
+
+
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    """Every registered target's options, generated from its `option_specs` (a flag two targets declare
+    is added once and reaches both)."""
+    seen: set[str] = set()
+    for cls in registered().values():
+        for spec in cls.option_specs:
+            if spec.flag in seen:
+                continue
+            seen.add(spec.flag)
+            if spec.kind == "flag":
+                p.add_argument(spec.flag, action="store_true", help=spec.help_text())
+            else:
+                kind = int if spec.kind == "int" else str
+                p.add_argument(spec.flag, type=kind, choices=spec.choices, help=spec.help_text())
 
 
 def backend_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """CLI flags -> per-target options (only the flags given: exporters keep their own defaults)."""
-    flags = {
-        "onnx": {"opset": args.opset, "fp16_io": args.fp16_io or None},
-        "coreml": {
-            "deployment_target": args.deployment_target,
-            "input_type": args.input_type,
-            "palettize_bits": args.palettize_bits,
-            "argmax_mask": args.argmax_mask or None,
-        },
-        "tflite": {"int8_mode": args.int8_mode},
-    }
-    return {t: {k: v for k, v in opts.items() if v is not None} for t, opts in flags.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for target, cls in registered().items():
+        given = {spec.key: getattr(args, spec.dest, None) for spec in cls.option_specs}
+        out[target] = {k: v for k, v in given.items() if v not in (None, False)}
+    return out
 
 
 # -- export ----------------------------------------------------------------------------------------
@@ -231,8 +231,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             ]
             console.print("rewrites applied: " + (", ".join(fired) or "none"))
     if args.require_elementwise and not result["audit"]["elementwise_attention"]:
-        err_console.print(f"error: {args.artifact}: attention audit failed: {result['audit']['violations']}")
-        return 7
+        raise AuditError(f"{args.artifact}: attention audit failed: {result['audit']['violations']}")
     return 0
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..errors import Mvit2ExportError, UsageError
+from ..exporters import target_names
 from . import commands, ui
 
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
@@ -65,12 +66,12 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def build_export_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="mvit2-export",
-        description="Export MobileViTV2 to ONNX, Core ML and TFLite, and prove each artifact against PyTorch.",
+        description="Export MobileViTV2 to phone and edge runtimes, and prove each artifact against PyTorch.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"mvit2-export {__version__}")
-    p.add_argument("--target", required=True, help="onnx, coreml, tflite or all (comma list allowed)")
+    p.add_argument("--target", required=True, help=f"{', '.join(target_names())} or all (comma list allowed)")
     commands.add_model_args(p)
     commands.add_export_args(p)
     add_common(p)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import BackendMissingError, OutputExistsError, UsageError
+from .options import OptionSpec
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -84,11 +85,34 @@ class Runner(Protocol):
 
 
 class Exporter(abc.ABC):
+    """One target. Everything about it is declared here, so no code outside `exporters/<target>/` needs
+    to know a target by name: register the class (`@register`) and every command takes it."""
+
     target: ClassVar[str]
     extra: ClassVar[str]  # the pip extra that installs the backend
     suffix: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+    precision_notes: ClassVar[dict[str, str]] = {}  # what a precision only this target has means (--help)
+    # precision -> the parity rule class it is held to (parity/thresholds.py); default: its own name
+    threshold_classes: ClassVar[dict[str, str]] = {}
+    pipeline: ClassVar[str | tuple[str, ...]]  # the rewrite pipeline it lowers (a name in rewrites/pipelines.py, or ids)
     required_modules: ClassVar[tuple[str, ...]] = ()
+    # The attention audit: ops that must not appear, and the transpose op with the most allowed.
+    forbidden_ops: ClassVar[frozenset[str]] = frozenset()
+    transpose_op: ClassVar[str | None] = None
+    max_transposes: ClassVar[int | None] = None
+    cost: ClassVar[int] = 3  # relative export time, for planning parallel lanes (lanes.py)
+    color: ClassVar[str] = "#777777"  # in report.png
+    devices: ClassVar[dict[str, str]] = {}  # `bench --device NAME` -> what runs the artifacts there
+    option_specs: ClassVar[tuple[OptionSpec, ...]] = ()  # its command-line flags
+
+    def calibrates(self, options: ExportOptions) -> bool:
+        """Whether this export runs calibration (the slow part of a static int8 export)."""
+        return False
+
+    @classmethod
+    def threshold_class(cls, precision: str) -> str:
+        return cls.threshold_classes.get(precision, precision)
 
     @classmethod
     def check_available(cls) -> None:

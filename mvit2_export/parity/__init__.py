@@ -2,6 +2,6 @@
 
 from .inputs import parity_images
 from .metrics import ParityReport, compare_outputs
-from .thresholds import THRESHOLDS
+from .thresholds import RULES
 
-__all__ = ["THRESHOLDS", "ParityReport", "compare_outputs", "parity_images"]
+__all__ = ["RULES", "ParityReport", "compare_outputs", "parity_images"]

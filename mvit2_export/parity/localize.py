@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-# Per-op tolerance on max|diff| / max|ref| for "this op already diverged".
-TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 0.15}
+from .thresholds import localize_tolerance
+
 _SUFFIXES = re.compile(r"(_cast_fp(16|32)|_to_fp(16|32)|_fp16|_fp32|_dequantized|_quantized)+$")
 
 
@@ -137,7 +137,7 @@ def localize(
     reference: dict[str, np.ndarray], artifact: dict[str, np.ndarray], precision: str
 ) -> Localization:
     """Compare artifact intermediates (in execution order) with the reference by name."""
-    result = Localization(tolerance=TOLERANCE.get(precision, TOLERANCE["int8"]))
+    result = Localization(tolerance=localize_tolerance(precision))
     for name, got in artifact.items():
         ref = reference.get(name) if name in reference else reference.get(canonical(name))
         if ref is None:
@@ -243,7 +243,7 @@ def localize_by_value(reference: dict[str, np.ndarray], trace: ValueTrace, preci
     A divergence propagates: nothing computed from a wrong value matches again. So the op blamed is the
     first whose output matches nothing, feeds nothing that matches, and whose inputs were all right.
     """
-    tol = TOLERANCE.get(precision, TOLERANCE["int8"])
+    tol = localize_tolerance(precision)
     result = Localization(tolerance=tol)
     by_size: dict[int, list[_RefValue]] = {}
     for name, value in reference.items():
@@ -291,16 +291,16 @@ def localize_by_value(reference: dict[str, np.ndarray], trace: ValueTrace, preci
 _LAST_REFERENCE: list[tuple[tuple[Any, ...], nn.Module, dict[str, np.ndarray]]] = []
 
 
-def rewritten_reference(model: nn.Module, target: str, x: torch.Tensor) -> dict[str, np.ndarray]:
-    """Every intermediate of the reference program rewritten for `target`, on input `x`."""
+def rewritten_reference(model: nn.Module, pipeline: str, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """Every intermediate of the reference program rewritten by `pipeline`, on input `x`."""
     from ..rewrites import apply_pipeline, export_program
 
     with torch.no_grad():
         weights = tuple(float(t.double().sum()) for t in (*model.parameters(), *model.buffers()))
-    key = (id(model), target, x.numpy().tobytes(), weights)
+    key = (id(model), pipeline, x.numpy().tobytes(), weights)
     if _LAST_REFERENCE and _LAST_REFERENCE[0][0] == key:
         return _LAST_REFERENCE[0][2]
-    program, _ = apply_pipeline(export_program(model, x, dynamic_batch=False), target)
+    program, _ = apply_pipeline(export_program(model, x, dynamic_batch=False), pipeline)
     reference = reference_intermediates(program, x)
     _LAST_REFERENCE[:] = [(key, model, reference)]
     return reference
@@ -313,7 +313,7 @@ def localize_artifact(
     from ..exporters.base import images_to_pixel_values
 
     x = torch.from_numpy(images_to_pixel_values(image[:1]))
-    reference = rewritten_reference(model, entry["target"], x)
+    reference = rewritten_reference(model, exporter.pipeline, x)
     artifact = exporter.intermediates(path, entry, image[:1])
     if isinstance(artifact, ValueTrace):
         return localize_by_value(reference, artifact, entry["precision"])

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DegenerateReferenceError, ParityError
-from .thresholds import DEGENERATE_SCALE, DEGENERATE_SPREAD, thresholds_for
+from .thresholds import DEGENERATE_SCALE, DEGENERATE_SPREAD, GATED_ON_TRAINED_ONLY, rule_class, rules_for
 
 
 @dataclass
@@ -123,8 +123,10 @@ def compare_outputs(
     precision: str,
     runtime: str,
     trained: bool,
+    rule: str | None = None,
 ) -> ParityReport:
-    """Metrics for every output plus the task metric of the primary output, checked against the thresholds."""
+    """Metrics for every output plus the task metric of the primary output, checked against the rules of
+    `rule` (the class the exporter maps `precision` to; default: the precision's own class)."""
     if len(ref) != len(got):
         raise ParityError(f"artifact gives {len(got)} outputs, the reference {len(ref)}")
     metrics = {name: tensor_metrics(r, g) for name, r, g in zip(names, ref, got, strict=True)}
@@ -134,25 +136,16 @@ def compare_outputs(
     elif task == "segmentation":
         metrics[primary].update(segmentation_metrics(ref[0], got[0]))
 
-    t = thresholds_for(precision)
+    cls = rule_class(rule or precision)
     report = ParityReport(
         precision, runtime, int(ref[0].shape[0]), metrics, degenerate=degenerate_reason(ref, names)
     )
-    report.checks.extend(Check(f"{n}.finite", m["finite"], 1.0, True) for n, m in metrics.items())
-    if precision == "fp32":
-        report.checks.extend(
-            Check(f"{n}.max_abs_rel", m["max_abs_rel"], t["max_abs_rel"], False) for n, m in metrics.items()
-        )
-    elif precision == "fp16":
-        report.checks.extend(Check(f"{n}.cosine", m["cosine"], t["cosine"], True) for n, m in metrics.items())
-        report.checks.extend(_task_checks(task, primary, metrics[primary], t))
-    else:
-        report.checks.extend(_task_checks(task, primary, metrics[primary], t))
-        if task == "backbone":
-            report.checks.extend(Check(f"{n}.cosine", m["cosine"], 0.99, True) for n, m in metrics.items())
-        if not trained:
-            report.gated = False
-            report.note = "untrained weights: int8 agreement is reported, not gated"
+    for r in rules_for(cls, task):
+        for n in names if r.outputs == "all" else [primary]:
+            report.checks.append(Check(f"{n}.{r.metric}", metrics[n][r.metric], r.limit, r.at_least))
+    if cls in GATED_ON_TRAINED_ONLY and not trained:
+        report.gated = False
+        report.note = f"untrained weights: {precision} agreement is reported, not gated"
     return report
 
 
@@ -171,11 +164,3 @@ def degenerate_reason(ref: list[np.ndarray], names: list[str]) -> str:
                 "weights? Nothing was compared"
             )
     return ""
-
-
-def _task_checks(task: str, name: str, m: dict[str, float], t: dict[str, float]) -> list[Check]:
-    if task == "classification":
-        return [Check(f"{name}.top1", m["top1"], t["top1"], True)]
-    if task == "segmentation":
-        return [Check(f"{name}.pixel_agreement", m["pixel_agreement"], t["pixel_agreement"], True)]
-    return []

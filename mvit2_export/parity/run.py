@@ -29,7 +29,10 @@ def run_parity(
     precision: str,
     image_size: int,
     images: np.ndarray | None = None,
+    rule: str | None = None,
 ) -> ParityReport:
+    """Parity of `runner` against `model` on the parity images, by the rules of class `rule`
+    (the exporter's `threshold_class(precision)`)."""
     images = parity_images(image_size) if images is None else images
     ref = reference_outputs(model, images)
     got = runner.run(images)
@@ -41,4 +44,5 @@ def run_parity(
         precision,
         runner.runtime,
         trained=not model.checkpoint.untrained,
+        rule=rule,
     )

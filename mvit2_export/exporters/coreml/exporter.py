@@ -12,6 +12,8 @@ from torch import nn
 
 from ...errors import UsageError
 from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
+from ..options import OptionSpec
+from ..registry import register
 from .ane_audit import ane_audit
 from .compress import compress
 from .convert import (
@@ -24,7 +26,7 @@ from .convert import (
     set_metadata,
 )
 from .runner import CoreMLRunner, MilReferenceRunner, can_predict
-from .settings import PRECISIONS, parse_settings
+from .settings import COMPRESSED, DEFAULT_TARGET, INPUT_TYPES, PALETTIZE_BITS, PRECISIONS, parse_settings
 
 
 def _calibration(options: ExportOptions) -> Any:
@@ -36,12 +38,54 @@ def _calibration(options: ExportOptions) -> Any:
     return load
 
 
+@register
 class CoreMLExporter(Exporter):
     target: ClassVar[str] = "coreml"
     extra: ClassVar[str] = "coreml"
     suffix: ClassVar[str] = ".mlpackage"
     precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+    precision_notes: ClassVar[dict[str, str]] = {
+        "palettized": "n-bit weight palettes",
+        "w8a8": "int8 weights and activations, iOS17+",
+    }
+    # Compressed weights and W8A8 are held to the int8 rule.
+    threshold_classes: ClassVar[dict[str, str]] = {p: "int8" for p in COMPRESSED}
+    pipeline: ClassVar[str] = "coreml"
     required_modules: ClassVar[tuple[str, ...]] = ("coremltools",)
+    forbidden_ops: ClassVar[frozenset[str]] = frozenset(
+        {"matmul", "einsum", "gather", "gather_nd", "gather_along_axis", "batch_norm", "col2im", "im2col"}
+    )
+    transpose_op: ClassVar[str | None] = "transpose"
+    cost: ClassVar[int] = 2  # fp32 export at width 1.0: 10 s (benchmarks/RESULTS.md)
+    color: ClassVar[str] = "#55A868"
+    devices: ClassVar[dict[str, str]] = {"mac": "MLModel.predict per compute-units setting (macOS only)"}
+    option_specs: ClassVar[tuple[OptionSpec, ...]] = (
+        OptionSpec(
+            "--deployment-target",
+            "deployment_target",
+            "str",
+            "Core ML minimum deployment target: iOS16 or later, or macOS13+, tvOS16+, watchOS9+, visionOS1+ "
+            "(w8a8 needs iOS17)",
+            default=DEFAULT_TARGET,
+        ),
+        OptionSpec(
+            "--input-type", "input_type", "str", "Core ML input", choices=INPUT_TYPES, default="image"
+        ),
+        OptionSpec(
+            "--palettize-bits",
+            "palettize_bits",
+            "int",
+            "Core ML --precision palettized: bits per weight",
+            choices=PALETTIZE_BITS,
+            default=6,
+        ),
+        OptionSpec(
+            "--argmax-mask", "argmax_mask", "flag", "Core ML segmentation: also output the argmax mask"
+        ),
+    )
+
+    def calibrates(self, options: ExportOptions) -> bool:
+        return options.precision == "w8a8"
 
     def check_options(self, options: ExportOptions) -> None:
         parse_settings(options)

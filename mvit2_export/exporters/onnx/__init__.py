@@ -1,6 +1,16 @@
 """ONNX backend: export through the rewritten torch.export program, run with onnxruntime CPU."""
 
+from typing import Any
+
 from .exporter import OnnxExporter
-from .runner import OnnxRunner, bench_onnx, onnx_op_histogram
 
 __all__ = ["OnnxExporter", "OnnxRunner", "bench_onnx", "onnx_op_histogram"]
+
+
+def __getattr__(name: str) -> Any:
+    # The runtime side needs onnxruntime: loaded when asked for, not with the exporter class.
+    if name in ("OnnxRunner", "bench_onnx", "onnx_op_histogram"):
+        from . import runner
+
+        return getattr(runner, name)
+    raise AttributeError(name)

@@ -35,13 +35,10 @@ import onnx
 import torch
 from torch import nn
 
-from ...errors import ExportError, UsageError
+from ...errors import ExportError
 from ..base import EmbeddedPreprocessing
 from .shrink_constants import shrink_uniform_norm_params
 
-# The dynamo exporter needs opset >= 18; 23 is the newest onnxruntime 1.31 / onnxscript 0.7 both cover.
-SUPPORTED_OPSETS = range(18, 24)
-DEFAULT_OPSET = 18
 BATCH_DIM = "batch"
 
 
@@ -51,17 +48,6 @@ class Fp32Graph:
     rewrites: list[dict[str, Any]]
     input_name: str
     output_names: list[str]
-
-
-def resolve_opset(backend: dict[str, Any]) -> int:
-    opset = backend.get("opset", DEFAULT_OPSET)
-    if isinstance(opset, str) and opset.strip().isdigit():
-        opset = int(opset)
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in SUPPORTED_OPSETS:
-        raise UsageError(
-            f"ONNX opset {opset!r} is not supported (supported: {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1})"
-        )
-    return opset
 
 
 def example_input(image_size: int, embedded: bool) -> torch.Tensor:

@@ -1,4 +1,8 @@
-"""The ONNX exporter: fp32 / fp16 / int8 artifacts, each a single self-contained .onnx file."""
+"""The ONNX exporter: fp32 / fp16 / int8 artifacts, each a single self-contained .onnx file.
+
+The modules that import onnx/onnxruntime are imported in the methods that use them: the class (and so
+`--help`, `--target all` and the missing-backend error) must load without the `onnx` extra.
+"""
 
 from __future__ import annotations
 
@@ -7,46 +11,96 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import onnx
 from torch import nn
 
+from ...errors import UsageError
 from ...parity.inputs import calibration_images
 from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
-from . import convert, quantize
-from .metadata import JSON_KEYS, artifact_metadata, read_metadata, set_metadata
-from .runner import RUNTIME, OnnxRunner, onnx_op_histogram
+from ..options import OptionSpec
+from ..registry import register
 
-_DTYPES = {
-    onnx.TensorProto.FLOAT: "float32",
-    onnx.TensorProto.FLOAT16: "float16",
-    onnx.TensorProto.UINT8: "uint8",
-}
+OPSETS = range(18, 24)  # the dynamo exporter needs >= 18; 23 is the newest onnxruntime/onnxscript cover
+DEFAULT_OPSET = 18
+
+
+def resolve_opset(backend: dict[str, Any]) -> int:
+    opset = backend.get("opset", DEFAULT_OPSET)
+    if isinstance(opset, str) and opset.strip().isdigit():
+        opset = int(opset)
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
+        raise UsageError(
+            f"ONNX opset {opset!r} is not supported (supported: {OPSETS.start}-{OPSETS.stop - 1})"
+        )
+    return opset
 
 
 def _specs(values: Any, embedded_input: bool = False) -> list[TensorSpec]:
+    import onnx
+
+    dtypes = {
+        onnx.TensorProto.FLOAT: "float32",
+        onnx.TensorProto.FLOAT16: "float16",
+        onnx.TensorProto.UINT8: "uint8",
+    }
     specs = []
     for v in values:
         t = v.type.tensor_type
         shape: list[int | str] = [d.dim_param or d.dim_value for d in t.shape.dim]
         layout = "NHWC" if embedded_input else {2: "NC", 3: "NLC", 4: "NCHW"}.get(len(shape), "")
-        specs.append(TensorSpec(v.name, shape, _DTYPES.get(t.elem_type, str(t.elem_type)), layout))
+        specs.append(TensorSpec(v.name, shape, dtypes.get(t.elem_type, str(t.elem_type)), layout))
     return specs
 
 
+@register
 class OnnxExporter(Exporter):
     target: ClassVar[str] = "onnx"
     extra: ClassVar[str] = "onnx"
     suffix: ClassVar[str] = ".onnx"
+    pipeline: ClassVar[str] = "onnx"
     required_modules: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime", "onnxscript")
+    forbidden_ops: ClassVar[frozenset[str]] = frozenset(
+        {
+            "MatMul",
+            "Einsum",
+            "Col2Im",
+            "Gather",
+            "GatherElements",
+            "GatherND",
+            "Expand",
+            "InstanceNormalization",
+        }
+    )
+    transpose_op: ClassVar[str | None] = "Transpose"
+    cost: ClassVar[int] = 3  # fp32 export at width 1.0: 16 s (benchmarks/RESULTS.md)
+    color: ClassVar[str] = "#4C72B0"
+    option_specs: ClassVar[tuple[OptionSpec, ...]] = (
+        OptionSpec(
+            "--opset",
+            "opset",
+            "int",
+            f"ONNX opset, {OPSETS.start} to {OPSETS.stop - 1}",
+            default=DEFAULT_OPSET,
+        ),
+        OptionSpec("--fp16-io", "fp16_io", "flag", "ONNX fp16: fp16 inputs/outputs too (default fp32 IO)"),
+    )
+
+    def calibrates(self, options: ExportOptions) -> bool:
+        return options.precision == "int8"
 
     def check_options(self, options: ExportOptions) -> None:
         super().check_options(options)
-        convert.resolve_opset(options.backend)  # an unsupported opset fails before any work
+        resolve_opset(options.backend)  # an unsupported opset fails before any work
 
     def export(self, model: nn.Module, options: ExportOptions, dest: Path) -> Artifact:
+        import onnx
+
+        from . import convert, quantize
+        from .metadata import artifact_metadata, set_metadata
+        from .runner import RUNTIME
+
         self.check_available()
         self.check_options(options)
-        opset = convert.resolve_opset(options.backend)
+        opset = resolve_opset(options.backend)
         dest = Path(dest)
         embedded = options.embed_preprocessing
         # Read calibration images before any work: a bad folder fails fast and writes nothing.
@@ -93,6 +147,8 @@ class OnnxExporter(Exporter):
     def load_runner(
         self, path: Path, artifact: dict[str, Any], threads: int | None = None, spinning: bool = True
     ) -> Runner:
+        from .runner import OnnxRunner
+
         self.check_available()
         return OnnxRunner(Path(path), threads, spinning)
 
@@ -101,10 +157,16 @@ class OnnxExporter(Exporter):
         return [{"spinning": True}, {"spinning": False}]
 
     def op_histogram(self, path: Path) -> dict[str, int]:
+        from .runner import onnx_op_histogram
+
         return onnx_op_histogram(path)
 
     def metadata(self, path: Path) -> dict[str, Any]:
         """Our metadata_props with the JSON-valued ones decoded; everything else stays a string."""
+        import onnx
+
+        from .metadata import JSON_KEYS, read_metadata
+
         meta: dict[str, Any] = read_metadata(onnx.load(str(path), load_external_data=False))
         for key in JSON_KEYS & meta.keys():
             try:

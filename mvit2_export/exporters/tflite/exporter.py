@@ -13,6 +13,8 @@ from ...errors import UsageError
 from ...model import Preprocessor
 from ...parity.inputs import calibration_images
 from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
+from ..options import OptionSpec
+from ..registry import register
 from . import convert, quantize
 from .flatbuffer import io_dtypes, op_histogram, read_metadata, with_metadata
 from .runner import KERNELS, RUNTIME, LiteRTRunner
@@ -49,11 +51,34 @@ def _output_specs(model: nn.Module, lowered: convert.Lowered, image_size: int) -
     return specs
 
 
+@register
 class TFLiteExporter(Exporter):
     target: ClassVar[str] = "tflite"
     extra: ClassVar[str] = "tflite"
     suffix: ClassVar[str] = ".tflite"
+    pipeline: ClassVar[str] = "tflite"
     required_modules: ClassVar[tuple[str, ...]] = ("litert_torch", "ai_edge_litert")
+    forbidden_ops: ClassVar[frozenset[str]] = frozenset(
+        {"BATCH_MATMUL", "GATHER", "GATHER_ND", "BROADCAST_TO", "EINSUM"}
+    )
+    transpose_op: ClassVar[str | None] = "TRANSPOSE"
+    max_transposes: ClassVar[int | None] = 2
+    cost: ClassVar[int] = 6  # fp32 export at width 1.0: 30 s (benchmarks/RESULTS.md)
+    color: ClassVar[str] = "#C44E52"
+    devices: ClassVar[dict[str, str]] = {"android": "adb + TFLite's benchmark_model"}
+    option_specs: ClassVar[tuple[OptionSpec, ...]] = (
+        OptionSpec(
+            "--int8-mode",
+            "int8_mode",
+            "str",
+            "TFLite int8: full-integer static or dynamic range",
+            choices=quantize.INT8_MODES,
+            default="static",
+        ),
+    )
+
+    def calibrates(self, options: ExportOptions) -> bool:
+        return options.precision == "int8" and quantize.int8_mode(options.backend) == "static"
 
     def check_options(self, options: ExportOptions) -> None:
         super().check_options(options)

@@ -1,0 +1,59 @@
+"""The package's structure as the next engineer relies on it: targets are data (no code outside
+`exporters/<target>/` and `rewrites/` compares against a target name), and every registered target's
+class loads without its backend installed (help, `--target all` and the missing-backend error work)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mvit2_export
+
+PACKAGE = Path(mvit2_export.__file__).parent
+TARGET_NAME = re.compile(r"[\"'](onnx|coreml|tflite)[\"']")
+
+
+def test_no_code_outside_the_target_packages_names_a_target():
+    exempt = ("exporters/onnx/", "exporters/coreml/", "exporters/tflite/", "rewrites/")
+    hits = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith(exempt):
+            continue
+        hits += [
+            f"{rel}:{i}: {line.strip()}"
+            for i, line in enumerate(path.read_text().splitlines(), 1)
+            if TARGET_NAME.search(line)
+        ]
+    # Allowed: the list of built-in exporter packages and the API docstring's example.
+    assert len(hits) <= 3, "\n".join(hits)
+
+
+BLOCK_BACKENDS = """
+import sys
+for name in ("onnx", "onnxruntime", "onnxscript", "onnxslim", "coremltools", "litert_torch", "ai_edge_litert",
+             "ai_edge_quantizer", "tensorflow"):
+    sys.modules[name] = None  # import fails as if not installed
+from mvit2_export.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _without_backends(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_BACKENDS, *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_help_and_the_missing_backend_error_need_no_backend():
+    helped = _without_backends("--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "onnx, coreml, tflite or all" in helped.stdout and "--opset" in helped.stdout
+    for target, extra in (("onnx", "onnx"), ("coreml", "coreml"), ("tflite", "tflite")):
+        proc = _without_backends(
+            "--target", target, "--width", "0.5", "--image-size", "64", "--out", "/nonexistent/x"
+        )
+        assert proc.returncode == 3, (target, proc.stderr)
+        assert f"mvit2-export[{extra}]" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -59,10 +59,10 @@ from mvit2_export.api import resolve_model
 from mvit2_export.bench.latency import LatencyResult
 from mvit2_export.bench.roofline import GemmThroughput, gemm_probe, gemm_throughput, model_flops, roofline_ms
 from mvit2_export.bench.run import NOT_TIMED
+from mvit2_export.data.images import parity_images
 from mvit2_export.exporters import get_exporter
-from mvit2_export.exporters.base import images_to_pixel_values
 from mvit2_export.model.config import TASK_ARCHITECTURES
-from mvit2_export.parity.inputs import parity_images
+from mvit2_export.model.preprocess import images_to_pixel_values
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_onnx import export_plain  # the same baseline as the ONNX benchmark

@@ -22,11 +22,26 @@ import numpy as np
 import torch
 
 from mvit2_export import load_model
+from mvit2_export.bench.latency import LatencyResult, measure_latency
 from mvit2_export.exporters.base import ExportOptions
-from mvit2_export.exporters.onnx import OnnxExporter, bench_onnx, onnx_op_histogram
+from mvit2_export.exporters.onnx import OnnxExporter, OnnxRunner, onnx_op_histogram
+from mvit2_export.exporters.onnx.runner import RUNTIME
 from mvit2_export.parity.run import run_parity
 
 FORBIDDEN = ("Col2Im", "Gather", "Expand", "InstanceNormalization", "MatMul", "Einsum")
+
+
+def bench_onnx(path: Path | str, threads: int, warmup: int = 5, runs: int = 20) -> LatencyResult:
+    """Median latency of one batch-1 image at the artifact's own input size."""
+    runner = OnnxRunner(Path(path), threads)
+    shape = [1 if not isinstance(d, int) else d for d in runner.input_shape]
+    rng = np.random.default_rng(0)
+    if runner.input_type == np.uint8:
+        x = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    else:
+        x = rng.random(shape, dtype=np.float32).astype(runner.input_type)
+    feeds = {runner.input_name: x}
+    return measure_latency(lambda: runner.session.run(None, feeds), RUNTIME, threads, warmup, runs)
 
 
 def export_plain(model: torch.nn.Module, size: int, dest: Path) -> Path:

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from .api import Progress, load_reference_for_manifest
+from .data.images import parity_images
 from .errors import DegenerateReferenceError, IntegrityError, Mvit2ExportError, ParityError, UsageError
 from .exporters import get_exporter
 from .exporters.base import default_threads
 from .manifest import read_manifest, verify_artifact
-from .parity.inputs import parity_images
 from .parity.localize import localize_artifact
 from .parity.run import run_parity
 

@@ -27,9 +27,9 @@ from PIL import Image
 from torch import nn
 
 from .data import bundled_photos
-from .exporters.base import images_to_pixel_values
 from .model import MobileViTV2Config, build_model
 from .model.config import TASK_ARCHITECTURES
+from .model.preprocess import images_to_pixel_values
 
 
 @dataclass(frozen=True)

@@ -186,8 +186,8 @@ def test_localize_names_the_op_where_an_artifact_diverges(exported, tmp_path):
     from onnx import numpy_helper
 
     from mvit2_export.api import load_reference_for_manifest
+    from mvit2_export.data.images import parity_images
     from mvit2_export.exporters import get_exporter
-    from mvit2_export.parity.inputs import parity_images
     from mvit2_export.parity.localize import localize_artifact
 
     manifest = json.loads((exported / "manifest.json").read_text())
@@ -296,6 +296,7 @@ def test_one_failed_artifact_loses_no_other(tmp_path, capsys, monkeypatch):
     still on disk and listed, fp16 is listed as failed with its reason, and the exit code is documented."""
     from mvit2_export.errors import ExportError
     from mvit2_export.exporters.onnx import exporter as onnx_exporter
+    from mvit2_export.exporters.onnx import quantize
 
     def fp16_fails(*_args, **_kwargs):
         raise ExportError("fp16 conversion failed: injected")
@@ -308,7 +309,7 @@ def test_one_failed_artifact_loses_no_other(tmp_path, capsys, monkeypatch):
             runner.run = lambda images: (_ for _ in ()).throw(ValueError("Tensor data is null"))
         return runner
 
-    monkeypatch.setattr(onnx_exporter.quantize, "to_fp16", fp16_fails)
+    monkeypatch.setattr(quantize, "to_fp16", fp16_fails)
     monkeypatch.setattr(onnx_exporter.OnnxExporter, "load_runner", int8_runner_breaks)
     out = tmp_path / "out"
     code = main(

@@ -31,6 +31,42 @@ def test_no_code_outside_the_target_packages_names_a_target():
     assert len(hits) <= 3, "\n".join(hits)
 
 
+def _imports(path: Path) -> set[str]:
+    """Absolute module names a file imports (relative imports resolved), wherever the import sits."""
+    import ast
+
+    package = ".".join(("mvit2_export", *path.relative_to(PACKAGE).parent.parts))
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            names.add(".".join([*base, node.module] if node.module else base))
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def test_layers_run_one_way():
+    """cli -> api -> exporters -> rewrites/model; parity and bench read runners. No exporter imports
+    parity or bench; nothing below the CLI imports it."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        imported = _imports(path)
+        if rel.startswith("exporters/"):
+            bad = {m for m in imported if m.startswith(("mvit2_export.parity", "mvit2_export.bench"))}
+            assert not bad, f"{rel} imports {bad}"
+        if not rel.startswith("cli/"):
+            assert not {m for m in imported if m.startswith("mvit2_export.cli")}, rel
+        if rel.startswith(("model/", "rewrites/", "data/")):
+            upward = (
+                "mvit2_export.exporters",
+                "mvit2_export.parity",
+                "mvit2_export.api",
+                "mvit2_export.bench",
+            )
+            assert not {m for m in imported if m.startswith(upward)}, rel
+
+
 BLOCK_BACKENDS = """
 import sys
 for name in ("onnx", "onnxruntime", "onnxscript", "onnxslim", "coremltools", "litert_torch", "ai_edge_litert",

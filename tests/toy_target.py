@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from mvit2_export.data.images import parity_images
 from mvit2_export.exporters import Artifact, Exporter, ExportOptions, OptionSpec, TensorSpec, register
-from mvit2_export.exporters.base import atomic_output, images_to_pixel_values
-from mvit2_export.parity.inputs import parity_images
+from mvit2_export.exporters.base import atomic_output
+from mvit2_export.model.preprocess import images_to_pixel_values
 from mvit2_export.rewrites import export_program, rewrite_module
 
 

@@ -49,9 +49,9 @@ def _time_predict(
 ) -> dict[str, Any]:
     from PIL import Image
 
-    from ..exporters.base import images_to_pixel_values
     from ..exporters.coreml.convert import INPUT_NAME
     from ..exporters.coreml.runner import CoreMLRunner
+    from ..model.preprocess import images_to_pixel_values
 
     names = list((entry.get("options") or {}).get("reference_outputs") or [])
     t0 = time.perf_counter()
@@ -69,7 +69,7 @@ def bench_mac(
 ) -> tuple[dict[str, Any], list[str]]:
     """Time every .mlpackage of OUT per compute-units setting; returns the manifest and skipped artifacts."""
     require_macos()
-    from ..parity.inputs import parity_images
+    from ..data.images import parity_images
 
     out = Path(out)
     manifest = read_manifest(out)

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 
 from ..api import Progress, load_reference_for_manifest
+from ..data.images import parity_images
 from ..exporters import get_exporter
-from ..exporters.base import images_to_pixel_values
 from ..manifest import read_manifest, verify_artifact, write_manifest
-from ..parity.inputs import parity_images
+from ..model.preprocess import images_to_pixel_values
 from ..report import write_report
 from .threading import best_threading, thread_candidates, usable_cores
 

@@ -13,7 +13,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,7 +95,9 @@ class Exporter(abc.ABC):
     precision_notes: ClassVar[dict[str, str]] = {}  # what a precision only this target has means (--help)
     # precision -> the parity rule class it is held to (parity/thresholds.py); default: its own name
     threshold_classes: ClassVar[dict[str, str]] = {}
-    pipeline: ClassVar[str | tuple[str, ...]]  # the rewrite pipeline it lowers (a name in rewrites/pipelines.py, or ids)
+    pipeline: ClassVar[
+        str | tuple[str, ...]
+    ]  # the rewrite pipeline it lowers (a name in rewrites/pipelines.py, or ids)
     required_modules: ClassVar[tuple[str, ...]] = ()
     # The attention audit: ops that must not appear, and the transpose op with the most allowed.
     forbidden_ops: ClassVar[frozenset[str]] = frozenset()
@@ -154,31 +156,34 @@ class Exporter(abc.ABC):
         """Every intermediate tensor the runtime can expose, by value name, in execution order (for --localize)."""
         raise UsageError(f"--localize is not available for {self.target} artifacts yet")
 
+    def lowered(
+        self, model: nn.Module, artifact: dict[str, Any], image_size: int
+    ) -> tuple[nn.Module, Callable[[np.ndarray], torch.Tensor]]:
+        """The module this exporter lowered for `artifact` (rewritten, wrappers included; from the one
+        `rewrites.prepare` cache) and how to turn uint8 RGB images into its input: what `check
+        --localize` runs as the reference."""
+        raise UsageError(f"--localize is not available for {self.target} artifacts yet")
+
     def static_audit(self, path: Path) -> list[dict[str, Any]]:
         """Backend-specific static findings (e.g. Neural Engine constraints); empty when there are none."""
         return []
 
 
-# -- shared helpers ----------------------------------------------------------------------------------
+class ValueTrace(dict[str, np.ndarray]):
+    """`Exporter.intermediates` for a runtime whose value names mean nothing to the reference (name ->
+    value, execution order), with, per value, the traced values its op read; `check --localize` matches
+    these to the reference by value."""
 
-
-def images_to_pixel_values(images: np.ndarray) -> np.ndarray:
-    """uint8 RGB [B,H,W,3] -> the reference input: float32 BGR [B,3,H,W] in [0,1] (rescale, flip, layout)."""
-    x = images[..., ::-1].astype(np.float32) / np.float32(255.0)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
-class EmbeddedPreprocessing(nn.Module):
-    """uint8 RGB NHWC in -> reference model: the graph does the scaling, the RGB->BGR flip and the layout."""
-
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.model = model
+        self.inputs: dict[str, list[str]] = {}
 
-    def forward(self, images: torch.Tensor) -> Any:
-        x = images.to(torch.float32) * (1.0 / 255.0)
-        x = x.flip(-1).permute(0, 3, 1, 2)
-        return self.model(x)
+    def add(self, name: str, value: np.ndarray, inputs: list[str]) -> None:
+        self[name] = value
+        self.inputs[name] = inputs
+
+
+# -- shared helpers ----------------------------------------------------------------------------------
 
 
 def default_threads() -> int:

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
+from torch import nn
 
 from ..errors import CheckpointError, UsageError
 
@@ -143,3 +145,22 @@ def list_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a directory")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def images_to_pixel_values(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB [B,H,W,3] -> the reference input: float32 BGR [B,3,H,W] in [0,1] (rescale, flip, layout)."""
+    x = images[..., ::-1].astype(np.float32) / np.float32(255.0)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+class EmbeddedPreprocessing(nn.Module):
+    """uint8 RGB NHWC in -> reference model: the graph does the scaling, the RGB->BGR flip and the layout."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> Any:
+        x = images.to(torch.float32) * (1.0 / 255.0)
+        x = x.flip(-1).permute(0, 3, 1, 2)
+        return self.model(x)

@@ -1,6 +1,6 @@
 """Parity: the same inputs through the PyTorch reference and an artifact's runner, compared by metrics."""
 
-from .inputs import parity_images
+from ..data.images import parity_images
 from .metrics import ParityReport, compare_outputs
 from .thresholds import RULES
 

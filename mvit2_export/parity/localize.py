@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..exporters.base import ValueTrace
 from .thresholds import localize_tolerance
 
 _SUFFIXES = re.compile(r"(_cast_fp(16|32)|_to_fp(16|32)|_fp16|_fp32|_dequantized|_quantized)+$")
@@ -94,11 +95,11 @@ class Localization:
         return text
 
 
-def reference_intermediates(
-    program: torch.export.ExportedProgram, pixel_values: torch.Tensor
-) -> dict[str, np.ndarray]:
-    """Every tensor-valued node output of the (rewritten) program, keyed by FX node name."""
-    gm = program.module()
+def reference_intermediates(module: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """Every tensor-valued node output of the rewritten graph(s) in `module`, keyed by FX node name.
+
+    `module` is a GraphModule, or a wrapper around one (TFLite's layout wrapper): the wrapper runs as
+    lowered, its graph modules node by node."""
     values: dict[str, np.ndarray] = {}
 
     class Recorder(torch.fx.Interpreter):
@@ -108,8 +109,18 @@ def reference_intermediates(
                 values[n.name] = out.detach().float().numpy()
             return out
 
+    graphs = [m for m in module.modules() if isinstance(m, torch.fx.GraphModule)]
     with torch.no_grad():
-        Recorder(gm).run(pixel_values)
+        if module in graphs:
+            Recorder(module).run(x)
+            return values
+        for gm in graphs:  # an instance attribute shadows the class's forward while we run
+            gm.forward = lambda *args, gm=gm: Recorder(gm).run(*args)
+        try:
+            module(x)
+        finally:
+            for gm in graphs:
+                del gm.forward
     return values
 
 
@@ -162,19 +173,6 @@ def _with_largest_jump(result: Localization) -> Localization:
                 result.largest_jump = (diff, ratio)
         prev = diff
     return result
-
-
-class ValueTrace(dict[str, np.ndarray]):
-    """Artifact intermediates whose names mean nothing to the reference (name -> value, execution order),
-    with, per value, the traced values its op read. `localize_artifact` matches these by value."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inputs: dict[str, list[str]] = {}
-
-    def add(self, name: str, value: np.ndarray, inputs: list[str]) -> None:
-        self[name] = value
-        self.inputs[name] = inputs
 
 
 # Smaller values (norm statistics are scalars) would match some unrelated reference value by chance.
@@ -286,34 +284,13 @@ def localize_by_value(reference: dict[str, np.ndarray], trace: ValueTrace, preci
     return _with_largest_jump(result)
 
 
-# `check OUT --localize` runs one target at several precisions: trace and rewrite once (the slow part).
-# Keyed like the TFLite conversion cache: the model object (kept alive here) and its weights' sums.
-_LAST_REFERENCE: list[tuple[tuple[Any, ...], nn.Module, dict[str, np.ndarray]]] = []
-
-
-def rewritten_reference(model: nn.Module, pipeline: str, x: torch.Tensor) -> dict[str, np.ndarray]:
-    """Every intermediate of the reference program rewritten by `pipeline`, on input `x`."""
-    from ..rewrites import apply_pipeline, export_program
-
-    with torch.no_grad():
-        weights = tuple(float(t.double().sum()) for t in (*model.parameters(), *model.buffers()))
-    key = (id(model), pipeline, x.numpy().tobytes(), weights)
-    if _LAST_REFERENCE and _LAST_REFERENCE[0][0] == key:
-        return _LAST_REFERENCE[0][2]
-    program, _ = apply_pipeline(export_program(model, x, dynamic_batch=False), pipeline)
-    reference = reference_intermediates(program, x)
-    _LAST_REFERENCE[:] = [(key, model, reference)]
-    return reference
-
-
 def localize_artifact(
     model: nn.Module, exporter: Any, path: Any, entry: dict[str, Any], image: np.ndarray
 ) -> Localization:
-    """Reference intermediates of the program `exporter` lowers, against the artifact's own."""
-    from ..exporters.base import images_to_pixel_values
-
-    x = torch.from_numpy(images_to_pixel_values(image[:1]))
-    reference = rewritten_reference(model, exporter.pipeline, x)
+    """Reference intermediates of the very module `exporter` lowered (its prepared program, wrappers
+    included), against the artifact's own."""
+    module, to_input = exporter.lowered(model, entry, int(image.shape[1]))
+    reference = reference_intermediates(module, to_input(image[:1]))
     artifact = exporter.intermediates(path, entry, image[:1])
     if isinstance(artifact, ValueTrace):
         return localize_by_value(reference, artifact, entry["precision"])

@@ -6,8 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..exporters.base import Runner, images_to_pixel_values
-from .inputs import parity_images
+from ..data.images import parity_images
+from ..exporters.base import Runner
+from ..model.preprocess import images_to_pixel_values
 from .metrics import ParityReport, compare_outputs
 
 

@@ -12,9 +12,11 @@ from .export import export_program
 from .graph_utils import op_histogram
 from .manager import apply_pipeline, rewrite_module
 from .pipelines import PIPELINES
+from .prepare import Prepared, prepare
 
 __all__ = [
     "PIPELINES",
+    "Prepared",
     "REGISTRY",
     "Registry",
     "Rewrite",
@@ -22,6 +24,7 @@ __all__ = [
     "apply_pipeline",
     "export_program",
     "op_histogram",
+    "prepare",
     "register_rewrite",
     "rewrite_module",
 ]

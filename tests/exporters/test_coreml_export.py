@@ -14,10 +14,11 @@ import torch
 
 pytest.importorskip("coremltools")
 
-from mvit2_export.exporters.base import ExportOptions, images_to_pixel_values  # noqa: E402
+from mvit2_export.data.images import parity_images  # noqa: E402
+from mvit2_export.exporters.base import ExportOptions
 from mvit2_export.exporters.coreml import CoreMLExporter, ane_audit  # noqa: E402
 from mvit2_export.model import load_model  # noqa: E402
-from mvit2_export.parity.inputs import parity_images  # noqa: E402
+from mvit2_export.model.preprocess import images_to_pixel_values  # noqa: E402
 from mvit2_export.parity.run import run_parity  # noqa: E402
 from tests.conftest import hf_forward  # noqa: E402
 

@@ -29,7 +29,7 @@ def no_trace(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("the exporter traced the model before validating its input")
 
-    monkeypatch.setattr(convert, "_build_fp32_graph", boom)
+    monkeypatch.setattr(convert, "prepared", boom)
 
 
 @pytest.mark.parametrize("opset", [11, 17, 99, "x", True])

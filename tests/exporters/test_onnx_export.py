@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from mvit2_export import __version__, load_model
-from mvit2_export.exporters.base import ExportOptions, images_to_pixel_values
+from mvit2_export.data.images import parity_images
+from mvit2_export.exporters.base import ExportOptions
 from mvit2_export.model import Preprocessor
-from mvit2_export.parity.inputs import parity_images
+from mvit2_export.model.preprocess import images_to_pixel_values
 from mvit2_export.parity.run import reference_outputs, run_parity
 from mvit2_export.rewrites import PIPELINES
 from tests.conftest import hf_forward

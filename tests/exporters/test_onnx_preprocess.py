@@ -8,11 +8,11 @@ import numpy as np
 import onnx
 import pytest
 
+from mvit2_export.data.images import parity_images
 from mvit2_export.exporters.base import ExportOptions
 from mvit2_export.model import MobileViTV2Config, build_model
 from mvit2_export.model.checkpoint import CheckpointInfo
 from mvit2_export.model.random_init import randomize_weights
-from mvit2_export.parity.inputs import parity_images
 from mvit2_export.parity.run import reference_outputs, run_parity
 
 pytest.importorskip("onnxruntime")

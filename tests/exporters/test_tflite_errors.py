@@ -30,7 +30,7 @@ def no_conversion(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("conversion started")
 
-    monkeypatch.setattr(convert, "_lower", boom)
+    monkeypatch.setattr(convert, "rewritten_body", boom)
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from mvit2_export import load_model
-from mvit2_export.exporters.base import ExportOptions, images_to_pixel_values
-from mvit2_export.parity.inputs import parity_images
+from mvit2_export.data.images import parity_images
+from mvit2_export.exporters.base import ExportOptions
+from mvit2_export.model.preprocess import images_to_pixel_values
 from mvit2_export.parity.run import reference_outputs, run_parity
 from tests.conftest import hf_forward
 

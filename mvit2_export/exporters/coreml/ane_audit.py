@@ -68,7 +68,7 @@ def _attention_ops(ops: list[Any]) -> set[str]:
 
 def ane_audit(path: str | Path) -> list[dict[str, Any]]:
     """Findings (op, op_type, rule, severity, detail, count) for the saved program at `path`."""
-    from ...parity.mil.loader import load_mlpackage
+    from .mil.loader import load_mlpackage
 
     program = load_mlpackage(path)
     consts = {op.outputs[0]: op.const_value for op in program.ops if op.type == "const"}

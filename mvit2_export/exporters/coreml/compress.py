@@ -22,7 +22,7 @@ from unittest import mock
 import numpy as np
 
 from ...errors import ExportError
-from ..base import images_to_pixel_values
+from ...model.preprocess import images_to_pixel_values
 from .convert import INPUT_NAME, pass_pipeline, quiet_coremltools
 from .settings import CoreMLSettings
 
@@ -56,7 +56,7 @@ def _interpreter_stats(
         _update_tensor_range,
     )
 
-    from ...parity.mil import MilInterpreter
+    from .mil import MilInterpreter
 
     stats: dict[str, dict[str, float]] = defaultdict(dict)
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,9 +13,7 @@ import functools
 import json
 import logging
 import time
-import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -26,6 +24,7 @@ from torch import nn
 from ... import __version__
 from ...errors import ExportError
 from ...model.preprocess import Preprocessor
+from ...rewrites import Prepared, prepare
 from .settings import CoreMLSettings
 
 log = logging.getLogger(__name__)
@@ -71,39 +70,18 @@ def output_names(model: nn.Module, settings: CoreMLSettings) -> list[str]:
     return names
 
 
-@dataclass
-class PreparedProgram:
-    program: Any  # torch.export.ExportedProgram after the coreml rewrite pipeline
-    rewrites: list[dict[str, Any]]
-    module: nn.Module
-
-
-# Rewriting is the slow half of an export; cache it per model (weakly) so several precisions of the
-# same model reuse it. The key includes every parameter's storage and in-place version counter, so a
-# model whose weights changed is re-exported.
-_PROGRAMS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], PreparedProgram]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _weights_key(model: nn.Module) -> tuple[Any, ...]:
-    return tuple((t.data_ptr(), t._version) for t in model.state_dict().values())
-
-
-def prepare_program(model: nn.Module, image_size: int, argmax_mask: bool) -> PreparedProgram:
-    from ...rewrites import apply_pipeline, export_program
-
-    key = (image_size, argmax_mask, _weights_key(model))
-    cached = _PROGRAMS.get(model, {}).get(key)
-    if cached is not None:
-        return cached
-    head = CoreMLHead(model.eval(), argmax_mask).eval()
+def prepare_program(model: nn.Module, image_size: int, argmax_mask: bool) -> Prepared:
+    """The `coreml`-rewritten program of the model inside its Core ML head (softmax / argmax outputs),
+    re-exported: coremltools converts ExportedPrograms. Shared by every precision of one model."""
     example = torch.rand(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    ep = export_program(head, example)
-    new_ep, results = apply_pipeline(ep, "coreml")
-    prepared = PreparedProgram(new_ep, [r.to_dict() for r in results], head)
-    _PROGRAMS.setdefault(model, {})[key] = prepared
-    return prepared
+    return prepare(
+        model,
+        "coreml",
+        example,
+        wrap=lambda m: CoreMLHead(m, argmax_mask),
+        wrap_key=("coreml-head", argmax_mask),
+        reexport=True,
+    )
 
 
 # coremltools binds tqdm at import in these modules (tqdm reads its TQDM_* overrides at import too, so an

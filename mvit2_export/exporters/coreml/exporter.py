@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import collections
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from torch import nn
 
 from ...errors import UsageError
+from ...model.preprocess import images_to_pixel_values
 from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
 from ..options import OptionSpec
 from ..registry import register
@@ -31,7 +34,7 @@ from .settings import COMPRESSED, DEFAULT_TARGET, INPUT_TYPES, PALETTIZE_BITS, P
 
 def _calibration(options: ExportOptions) -> Any:
     def load() -> Any:
-        from ...parity.inputs import calibration_images
+        from ...data.images import calibration_images
 
         return calibration_images(options.calibration_images, options.image_size)
 
@@ -138,7 +141,7 @@ class CoreMLExporter(Exporter):
         return MilReferenceRunner(Path(path), names)  # threads: NumPy's BLAS threads govern it
 
     def op_histogram(self, path: Path) -> dict[str, int]:
-        from ...parity.mil import MilInterpreter
+        from .mil import MilInterpreter
 
         hist = MilInterpreter.from_mlpackage(path).op_histogram()
         hist.pop("const", None)  # weights and parameters, not computation
@@ -156,6 +159,17 @@ class CoreMLExporter(Exporter):
 
     def static_audit(self, path: Path) -> list[dict[str, Any]]:
         return ane_audit(path)
+
+    def lowered(
+        self, model: nn.Module, artifact: dict[str, Any], image_size: int
+    ) -> tuple[nn.Module, Callable[[np.ndarray], torch.Tensor]]:
+        """The rewritten program inside its Core ML head; the image input's scale and BGR order are the
+        reference preprocessing."""
+        from .convert import prepare_program
+
+        argmax = bool((artifact.get("options") or {}).get("argmax_mask", False))
+        module = prepare_program(model, image_size, argmax).program.module()
+        return module, lambda images: torch.from_numpy(images_to_pixel_values(images))
 
     def intermediates(
         self, path: Path, artifact: dict[str, Any], images: np.ndarray

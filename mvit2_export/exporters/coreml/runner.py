@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import UsageError
-from ..base import images_to_pixel_values
+from ...model.preprocess import images_to_pixel_values
 from .convert import INPUT_NAME
 from .settings import COMPUTE_UNITS
 
@@ -34,12 +34,12 @@ def _check_images(images: np.ndarray) -> None:
 
 
 class MilReferenceRunner:
-    """Executes the saved program with `mvit2_export.parity.mil` (fp16 ops computed in float16)."""
+    """Executes the saved program with `mvit2_export.exporters.coreml.mil` (fp16 ops computed in float16)."""
 
     runtime = "mil-reference"
 
     def __init__(self, path: Path, output_names: list[str]) -> None:
-        from ...parity.mil import MilInterpreter
+        from .mil import MilInterpreter
 
         self.interp = MilInterpreter.from_mlpackage(path)
         self.interp.check_supported()

@@ -4,12 +4,12 @@ from typing import Any
 
 from .exporter import OnnxExporter
 
-__all__ = ["OnnxExporter", "OnnxRunner", "bench_onnx", "onnx_op_histogram"]
+__all__ = ["OnnxExporter", "OnnxRunner", "onnx_op_histogram"]
 
 
 def __getattr__(name: str) -> Any:
     # The runtime side needs onnxruntime: loaded when asked for, not with the exporter class.
-    if name in ("OnnxRunner", "bench_onnx", "onnx_op_histogram"):
+    if name in ("OnnxRunner", "onnx_op_histogram"):
         from . import runner
 
         return getattr(runner, name)

@@ -21,12 +21,9 @@ dynamo optimiser leaves unfolded (e.g. segmentation: 283 -> 281 nodes).
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import tempfile
 import warnings
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +33,8 @@ import torch
 from torch import nn
 
 from ...errors import ExportError
-from ..base import EmbeddedPreprocessing
+from ...model.preprocess import EmbeddedPreprocessing
+from ...rewrites import Prepared, prepare
 from .shrink_constants import shrink_uniform_norm_params
 
 BATCH_DIM = "batch"
@@ -56,52 +54,34 @@ def example_input(image_size: int, embedded: bool) -> torch.Tensor:
     return torch.rand(1, 3, image_size, image_size)
 
 
-def _weights_fingerprint(model: nn.Module) -> str:
-    h = hashlib.sha1()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().contiguous().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
-# Exporting fp32, fp16 and int8 of one model re-uses one traced graph (tracing dominates export time).
-_CACHE: OrderedDict[tuple[Any, ...], tuple[weakref.ref[nn.Module], Fp32Graph]] = OrderedDict()
-_CACHE_SIZE = 4
+def prepared(model: nn.Module, image_size: int, embedded: bool) -> Prepared:
+    """The `onnx`-rewritten program this exporter lowers (dynamic batch; preprocessing wrapped in when
+    embedded): the one `check --localize` compares against."""
+    return prepare(
+        model,
+        "onnx",
+        example_input(image_size, embedded),
+        wrap=EmbeddedPreprocessing if embedded else None,
+        dynamic_batch=True,
+    )
 
 
 def fp32_graph(model: nn.Module, image_size: int, embedded: bool, opset: int) -> Fp32Graph:
-    """The simplified fp32 graph (cached per model object, weights, size, preprocessing and opset)."""
-    key = (id(model), _weights_fingerprint(model), image_size, embedded, opset)
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0]() is model:
-        _CACHE.move_to_end(key)
-        return copy.deepcopy(hit[1])
-    graph = _build_fp32_graph(model, image_size, embedded, opset)
-    _CACHE[key] = (weakref.ref(model), copy.deepcopy(graph))
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return graph
-
-
-def _build_fp32_graph(model: nn.Module, image_size: int, embedded: bool, opset: int) -> Fp32Graph:
-    from ...rewrites import export_program, rewrite_module
-
-    module: nn.Module = EmbeddedPreprocessing(model) if embedded else model
-    x = example_input(image_size, embedded)
-    input_name = "images" if embedded else "pixel_values"
-    output_names = list(model.output_names)
-    try:
-        ep = export_program(module.eval(), x, dynamic_batch=True)
-    except Exception as exc:  # torch.export raises many types; report one line
-        raise ExportError(f"torch.export failed: {str(exc).strip().splitlines()[0][:300]}") from exc
-    # Not re-exported after the rewrites: the ONNX exporter runs torch.export on the module itself.
-    gm, results = rewrite_module(ep, "onnx")  # raises RewriteError naming the rewrite
-    proto = torch_to_onnx(gm, x, input_name, output_names, opset)
-    proto = simplify(proto)
-    shrink_uniform_norm_params(proto)  # on the final graph: all-ones LayerNorm scales become one value
-    name_batch_dim(proto)
-    check(proto)
-    return Fp32Graph(proto, [r.to_dict() for r in results], input_name, output_names)
+    """The simplified fp32 graph, built once per prepared program and opset (fp32, fp16 and int8 of one
+    model share it; tracing and the dynamo exporter dominate export time)."""
+    program = prepared(model, image_size, embedded)
+    key = ("onnx-fp32", opset)
+    if key not in program.derived:
+        input_name = "images" if embedded else "pixel_values"
+        output_names = list(model.output_names)
+        # Not re-exported after the rewrites: the ONNX exporter runs torch.export on the module itself.
+        proto = torch_to_onnx(program.module, program.example, input_name, output_names, opset)
+        proto = simplify(proto)
+        shrink_uniform_norm_params(proto)  # on the final graph: all-ones LayerNorm scales become one value
+        name_batch_dim(proto)
+        check(proto)
+        program.derived[key] = Fp32Graph(proto, program.rewrites, input_name, output_names)
+    return copy.deepcopy(program.derived[key])  # callers convert and annotate their own copy
 
 
 def torch_to_onnx(

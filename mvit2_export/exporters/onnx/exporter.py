@@ -7,14 +7,17 @@ The modules that import onnx/onnxruntime are imported in the methods that use th
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from torch import nn
 
+from ...data.images import calibration_images
 from ...errors import UsageError
-from ...parity.inputs import calibration_images
+from ...model.preprocess import images_to_pixel_values
 from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
 from ..options import OptionSpec
 from ..registry import register
@@ -174,6 +177,22 @@ class OnnxExporter(Exporter):
             except ValueError:
                 pass  # not written by us: keep the raw string
         return meta
+
+    def lowered(
+        self, model: nn.Module, artifact: dict[str, Any], image_size: int
+    ) -> tuple[nn.Module, Callable[[np.ndarray], torch.Tensor]]:
+        from ...rewrites.export import dynamic_batch_example
+        from . import convert
+
+        embedded = artifact["inputs"][0]["name"] == "images"
+        prepared = convert.prepared(model, image_size, embedded)
+        # torch.onnx.export traces the rewritten module again, and the ONNX value names are that trace's
+        # node names: trace it the same way so the reference's names are the artifact's.
+        args, shapes = dynamic_batch_example(prepared.example)
+        module = torch.export.export(prepared.module, args, dynamic_shapes=shapes, strict=False).module()
+        if embedded:
+            return module, lambda images: torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+        return module, lambda images: torch.from_numpy(images_to_pixel_values(images))
 
     def intermediates(
         self, path: Path, artifact: dict[str, Any], images: np.ndarray

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from ...errors import BackendMissingError, ExportError, UsageError
-from ..base import images_to_pixel_values
+from ...model.preprocess import images_to_pixel_values
 
 # Why int8 failed on trained weights (33% top-1, cosine 0.46 on the first 128 px fixture): onnxruntime's
 # u8s8 kernels on x86 without VNNI (this AMD EPYC: AVX2 only) use VPMADDUBSW, which adds two u8 x s8

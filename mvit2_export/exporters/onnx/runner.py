@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ...bench.latency import LatencyResult, measure_latency
-from ..base import default_threads, images_to_pixel_values
+from ...model.preprocess import images_to_pixel_values
+from ..base import default_threads
 
 RUNTIME = "onnxruntime"
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
@@ -72,16 +72,3 @@ def onnx_op_histogram(path: Path | str) -> dict[str, int]:
     hist: Counter = Counter()
     _count(proto.graph.node, functions, hist)
     return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def bench_onnx(path: Path | str, threads: int, warmup: int = 5, runs: int = 20) -> LatencyResult:
-    """Median latency of one batch-1 image at the artifact's own input size."""
-    runner = OnnxRunner(Path(path), threads)
-    shape = [1 if not isinstance(d, int) else d for d in runner.input_shape]
-    rng = np.random.default_rng(0)
-    if runner.input_type == np.uint8:
-        x = rng.integers(0, 256, size=shape, dtype=np.uint8)
-    else:
-        x = rng.random(shape, dtype=np.float32).astype(runner.input_type)
-    feeds = {runner.input_name: x}
-    return measure_latency(lambda: runner.session.run(None, feeds), RUNTIME, threads, warmup, runs)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ...errors import ExportError
-from ...rewrites import export_program, rewrite_module
+from ...rewrites import Prepared, prepare
 from .layout import io_module
 
 
@@ -38,15 +38,14 @@ def example_input(image_size: int, embedded: bool) -> torch.Tensor:
     return torch.rand(1, image_size, image_size, 3, dtype=torch.float32)
 
 
-def rewritten_body(model: nn.Module, image_size: int) -> tuple[nn.Module, list[dict[str, Any]]]:
-    """The `tflite` rewrite pipeline on the NCHW batch-1 program (mobile models run at batch 1).
+def rewritten_body(model: nn.Module, image_size: int) -> Prepared:
+    """The `tflite` rewrite pipeline on the NCHW batch-1 program (mobile models run at batch 1); the
+    layout wrapper (`io_module`) goes around the rewritten body.
 
     Not re-exported after the rewrites: litert-torch runs torch.export on it anyway (which also
     re-checks the program), and a second trace costs ~2 s at width 1.0.
     """
-    x = torch.rand(1, 3, image_size, image_size)
-    gm, results = rewrite_module(export_program(model.eval(), x), "tflite")
-    return gm, [r.to_dict() for r in results]
+    return prepare(model, "tflite", torch.rand(1, 3, image_size, image_size))
 
 
 @contextlib.contextmanager
@@ -73,34 +72,25 @@ def to_flatbuffer(
         raise ExportError(f"litert-torch conversion failed: {first[:300]}") from exc
 
 
-# Conversion is the slow step (a minute at width 0.5 on two cores): exporting fp32, fp16 and int8 of one
-# model in a process reuses it. Keyed on the module and its parameters' storage and sums, so a
-# model edited in place is converted again (version counters alone are bumped by torch.export itself).
-# The entry keeps the module alive, so its id cannot be reused by another model while cached.
-_CACHE: dict[tuple[Any, ...], tuple[nn.Module, Lowered]] = {}
-
-
-def _key(model: nn.Module, image_size: int, embedded: bool) -> tuple[Any, ...]:
-    with torch.no_grad():
-        versions = tuple(
-            (t.data_ptr(), float(t.double().sum())) for t in (*model.parameters(), *model.buffers())
-        )
-    return (id(model), image_size, embedded, versions)
-
-
 def lower(model: nn.Module, image_size: int, embedded: bool) -> Lowered:
-    key = _key(model, image_size, embedded)
-    if key not in _CACHE:
-        if len(_CACHE) >= 4:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = (model, _lower(model, image_size, embedded))
-    return _CACHE[key][1]
+    """The fp32 flatbuffer, converted once per prepared program (conversion is the slow step: a minute at
+    width 0.5 on two cores) and shared by fp32, fp16 and int8."""
+    body = rewritten_body(model, image_size)
+    key = ("tflite-fp32", embedded)
+    if key not in body.derived:
+        body.derived[key] = _lower(model, body, image_size, embedded)
+    return body.derived[key]
 
 
-def _lower(model: nn.Module, image_size: int, embedded: bool) -> Lowered:
-    body, rewrites = rewritten_body(model, image_size)
+def lowered_module(model: nn.Module, image_size: int, embedded: bool) -> tuple[nn.Module, torch.Tensor]:
+    """The module litert-torch converts (rewritten body in its NHWC layout wrapper) and an example input."""
+    body = rewritten_body(model, image_size)
+    return io_module(body.module, list(model.output_names), embedded), example_input(image_size, embedded)
+
+
+def _lower(model: nn.Module, body: Prepared, image_size: int, embedded: bool) -> Lowered:
     names = list(model.output_names)
-    wrapped = io_module(body, names, embedded)  # no .eval(): unlifted programs refuse train()
+    wrapped = io_module(body.module, names, embedded)  # no .eval(): unlifted programs refuse train()
     sample = example_input(image_size, embedded)
     with torch.no_grad():
         outs = wrapped(sample)
@@ -108,4 +98,4 @@ def _lower(model: nn.Module, image_size: int, embedded: bool) -> Lowered:
     input_name = "images" if embedded else "pixel_values"
     sig = signature_name(model.task)
     flat = to_flatbuffer(wrapped, sig, input_name, sample)
-    return Lowered(flat, sig, input_name, names, layouts, rewrites)
+    return Lowered(flat, sig, input_name, names, layouts, body.rewrites)

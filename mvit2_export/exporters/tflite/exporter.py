@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
 from torch import nn
 
 from ... import __version__
+from ...data.images import calibration_images
 from ...errors import UsageError
 from ...model import Preprocessor
-from ...parity.inputs import calibration_images
+from ...model.preprocess import images_to_pixel_values
 from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
 from ..options import OptionSpec
 from ..registry import register
@@ -20,7 +23,7 @@ from .flatbuffer import io_dtypes, op_histogram, read_metadata, with_metadata
 from .runner import KERNELS, RUNTIME, LiteRTRunner
 
 if TYPE_CHECKING:
-    from ...parity.localize import ValueTrace
+    from ..base import ValueTrace
 
 
 def preprocessing_dict(image_size: int, embedded: bool) -> dict[str, Any]:
@@ -181,6 +184,18 @@ class TFLiteExporter(Exporter):
 
     def metadata(self, path: Path) -> dict[str, Any]:
         return read_metadata(Path(path))
+
+    def lowered(
+        self, model: nn.Module, artifact: dict[str, Any], image_size: int
+    ) -> tuple[nn.Module, Callable[[np.ndarray], torch.Tensor]]:
+        """The rewritten body inside its NHWC layout wrapper, as litert-torch converted it."""
+        embedded = artifact["inputs"][0]["name"] == "images"
+        module, _ = convert.lowered_module(model, image_size, embedded)
+        if embedded:
+            return module, lambda images: torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+        return module, lambda images: torch.from_numpy(
+            np.ascontiguousarray(images_to_pixel_values(images).transpose(0, 2, 3, 1))
+        )
 
     def intermediates(self, path: Path, artifact: dict[str, Any], images: np.ndarray) -> ValueTrace:
         """Every op output LiteRT preserves (builtin kernels), keyed OPTYPE#index: matched by value."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...parity.localize import ValueTrace
+from ..base import ValueTrace
 from .flatbuffer import _builtin_names, _schema
 from .quantize import pixel_feeds
 

@@ -16,8 +16,8 @@ from coremltools.converters.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
 
 from mvit2_export.errors import UnsupportedOpError  # noqa: E402
-from mvit2_export.parity.mil import SUPPORTED_OPS, MilInterpreter, run_mlpackage  # noqa: E402
-from mvit2_export.parity.mil._registry import OPS  # noqa: E402
+from mvit2_export.exporters.coreml.mil import SUPPORTED_OPS, MilInterpreter, run_mlpackage  # noqa: E402
+from mvit2_export.exporters.coreml.mil._registry import OPS  # noqa: E402
 
 RNG = np.random.default_rng(0)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data import bundled_photos
 from ..errors import UsageError
 from ..model.preprocess import IMAGE_SUFFIXES, center_crop, list_images, load_image
+from . import bundled_photos
 
 
 def resize_and_crop(image: Image.Image, size: int) -> np.ndarray:

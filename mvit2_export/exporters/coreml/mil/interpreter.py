@@ -16,7 +16,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
-from ...errors import UnsupportedOpError, UsageError
+from ....errors import UnsupportedOpError, UsageError
 from . import ops_compression, ops_elementwise, ops_nn, ops_tensor  # noqa: F401  (register ops)
 from ._registry import OPS, OpArgs, Value
 from .loader import ImageInput, LoadedProgram, MilOp, load_mlpackage

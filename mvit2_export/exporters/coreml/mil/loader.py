@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import UnsupportedOpError
+from ....errors import UnsupportedOpError
 
 # Function inputs of these spec types carry pixels, not tensors: Core ML turns the image into a
 # [1, C, H, W] float tensor in this channel order before the program's own scale/bias ops run.

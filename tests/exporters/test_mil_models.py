@@ -17,7 +17,7 @@ import torch.nn.functional as F  # noqa: E402
 from transformers.models.mobilevitv2 import modeling_mobilevitv2 as mvit  # noqa: E402
 
 from mvit2_export.errors import UsageError  # noqa: E402
-from mvit2_export.parity.mil import SUPPORTED_OPS, MilInterpreter  # noqa: E402
+from mvit2_export.exporters.coreml.mil import SUPPORTED_OPS, MilInterpreter  # noqa: E402
 
 SIZE = 64
 

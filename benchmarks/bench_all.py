@@ -32,12 +32,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse
 import contextlib
 import copy
-import datetime
 import functools
-import importlib
-import importlib.metadata
 import math
-import platform
 import shutil
 import subprocess
 import sys
@@ -56,13 +52,16 @@ from torch import nn
 
 import mvit2_export
 from mvit2_export.api import resolve_model
+from mvit2_export.bench.interleaved import interleaved_latency
 from mvit2_export.bench.latency import LatencyResult
+from mvit2_export.bench.machine import cpu_flags, environment, machine_facts
 from mvit2_export.bench.roofline import GemmThroughput, gemm_probe, gemm_throughput, model_flops, roofline_ms
 from mvit2_export.bench.run import NOT_TIMED
 from mvit2_export.data.images import parity_images
 from mvit2_export.exporters import get_exporter
 from mvit2_export.model.config import TASK_ARCHITECTURES
 from mvit2_export.model.preprocess import images_to_pixel_values
+from mvit2_export.progress import ProgressEvent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_onnx import export_plain  # the same baseline as the ONNX benchmark
@@ -95,33 +94,9 @@ def log(msg: str) -> None:
 
 
 def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), ""
-    )
-    flags_line = next((ln.split(":", 1)[1] for ln in cpuinfo.splitlines() if ln.startswith("flags")), "")
-    flags = set(flags_line.split())
-    mem = ""
-    if Path("/proc/meminfo").exists():
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f"{kb / 1024**2:.0f} GB"
-    versions = {}
-    for dist in VERSIONS:
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = "not installed"
-    return {
-        "cpu": model or platform.processor() or platform.machine(),
-        "flags": {f: (f in flags) for f in INT8_FLAGS},
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory": mem,
-        "python": platform.python_version(),
-        "os": platform.platform(),
-        "versions": versions,
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    facts = machine_facts()
+    _, flags = cpu_flags()
+    return {**facts, "flags": {f: (f in flags) for f in INT8_FLAGS}, **environment(VERSIONS)}
 
 
 def load_average() -> str:
@@ -243,35 +218,6 @@ def litert_baseline_call(path: Path, image: np.ndarray, threads: int) -> Callabl
     fn = make_interpreter(path, threads, "xnnpack").get_signature_runner("serving_default")
     feeds = {"pixel_values": images_to_pixel_values(image)}
     return lambda: fn(**feeds)
-
-
-def interleaved_latency(rows: list[Row], threads: int, runs: int, rounds: int, warmup: int) -> None:
-    """Each round runs every row (rotated order): 1 warm-up call (+`warmup` in round 0), then its share of
-    `runs`. Median and p90 are over all pooled timed calls."""
-    timed = [r for r in rows if r.fn is not None]
-    per_round = max(1, math.ceil(runs / rounds))
-    times: dict[int, list[float]] = {id(r): [] for r in timed}
-    for rnd in range(rounds):
-        shift = rnd % len(timed)
-        for row in timed[shift:] + timed[:shift]:
-            assert row.fn is not None
-            for _ in range(1 + (warmup if rnd == 0 else 0)):
-                row.fn()
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                row.fn()
-                times[id(row)].append((time.perf_counter() - t0) * 1e3)
-    for row in timed:
-        arr = np.asarray(times[id(row)])
-        row.latency = LatencyResult(
-            row.backend,
-            threads,
-            warmup + rounds,
-            len(arr),
-            float(np.median(arr)),
-            float(np.percentile(arr, 90)),
-            float(arr.min()),
-        )
 
 
 # -- one model: baselines, our artifacts, timing --------------------------------------------------------
@@ -397,60 +343,32 @@ def run_case(case: Case, args: argparse.Namespace, work: Path) -> CaseResult:
 
 # -- export time of width 1.0 to all targets, fp32, split into steps ------------------------------------
 
-# (label, module, attribute) of the functions whose wall time is summed per target (patched where they
-# are looked up at call time). Core ML's convert_model contains its prepare_program (trace + rewrites):
-# the difference is coremltools' own conversion, computed below.
-NESTED = "  of which: "
-STEP_SITES = (
-    ("torch.export trace", "mvit2_export.rewrites", "export_program"),
-    ("torch.export trace", "mvit2_export.exporters.tflite.convert", "export_program"),
-    ("rewrite pipeline", "mvit2_export.rewrites", "apply_pipeline"),
-    ("rewrite pipeline", "mvit2_export.rewrites", "rewrite_module"),
-    ("rewrite pipeline", "mvit2_export.exporters.tflite.convert", "rewrite_module"),
-    ("dynamo ONNX exporter", "mvit2_export.exporters.onnx.convert", "torch_to_onnx"),
-    ("onnxslim", "mvit2_export.exporters.onnx.convert", "simplify"),
-    ("onnx.checker", "mvit2_export.exporters.onnx.convert", "check"),
-    ("litert-torch conversion", "mvit2_export.exporters.tflite.convert", "to_flatbuffer"),
-    ("_coreml_convert_model", "mvit2_export.exporters.coreml.exporter", "convert_model"),
-    ("_coreml_prepare_program", "mvit2_export.exporters.coreml.convert", "prepare_program"),
-    ("Core ML compression", "mvit2_export.exporters.coreml.exporter", "compress"),
-    ("op histogram", "mvit2_export.exporters.onnx.exporter", "OnnxExporter.op_histogram"),
-    ("op histogram", "mvit2_export.exporters.tflite.exporter", "TFLiteExporter.op_histogram"),
-    ("op histogram", "mvit2_export.exporters.coreml.exporter", "CoreMLExporter.op_histogram"),
-    ("sha256", "mvit2_export.api", "sha256_path"),
-    # Inside the rewrite pipeline (NESTED: shown, not added up again).
-    (f"{NESTED}checks: eager forwards (before and after)", "mvit2_export.rewrites.manager", "_run"),
-    (f"{NESTED}fake-tensor shape refresh", "mvit2_export.rewrites.shape_refresh", "ShapeRefresher.refresh"),
-    (f"{NESTED}torch.export re-export at the end", "mvit2_export.rewrites.manager", "reexport"),
-)
 
-
-@contextlib.contextmanager
-def step_timers(current: list[str], totals: dict[tuple[str, str], float]) -> Iterator[list[str]]:
-    """Wrap each STEP_SITES function so its wall time adds to totals[(current target, label)]."""
-    skipped = []
-    with contextlib.ExitStack() as stack:
-        for label, module, attr in STEP_SITES:
-            try:
-                owner: Any = importlib.import_module(module)
-                *path, name = attr.split(".")
-                for part in path:
-                    owner = getattr(owner, part)
-                original = getattr(owner, name)
-            except (ImportError, AttributeError):  # the code moved: say so rather than guess
-                skipped.append(f"{module}.{attr}")
+# Step times come from the export's own progress events (mvit2_export/progress.py): each event starts a
+# step, which lasts until the next event of the same lane. Nothing is patched, so a renamed function
+# cannot silently drop a step.
+def step_times(events: list[ProgressEvent]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(seconds per target, seconds per target and step) from one export's events."""
+    per_target: dict[str, float] = defaultdict(float)
+    steps: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    by_lane: dict[int, list[ProgressEvent]] = defaultdict(list)
+    for e in events:
+        by_lane[e.lane].append(e)
+    end = max(e.at for e in events)
+    for lane_events in by_lane.values():
+        lane_events.sort(key=lambda e: e.at)
+        for e, nxt in zip(lane_events, [*lane_events[1:], None], strict=True):
+            if e.target is None:
                 continue
-
-            @functools.wraps(original)
-            def timed(*a: Any, _f: Any = original, _label: str = label, **k: Any) -> Any:
-                t0 = time.perf_counter()
-                try:
-                    return _f(*a, **k)
-                finally:
-                    totals[(current[0], _label)] += time.perf_counter() - t0
-
-            stack.enter_context(mock.patch.object(owner, name, timed))
-        yield skipped
+            secs = (nxt.at if nxt is not None else end) - e.at
+            label = (
+                e.step
+                if e.kind == "step"
+                else {"export": "exporter glue (settings, metadata)"}.get(e.kind, e.kind)
+            )
+            per_target[e.target] += secs
+            steps[e.target][label] += secs
+    return dict(per_target), {t: dict(v) for t, v in steps.items()}
 
 
 def cli_export_wall(width: float, size: int, work: Path, jobs: int | None) -> float:
@@ -468,56 +386,38 @@ def cli_export_wall(width: float, size: int, work: Path, jobs: int | None) -> fl
 def measure_export_time(width: float, size: int, threads: int, work: Path) -> dict[str, Any]:
     """The API equivalent of `mvit2-export --target all --precision fp32 --no-check --jobs 1` on a fresh
     model, split into steps; then the CLI's wall time in fresh processes, serial and with its default lanes."""
-    current = ["setup"]
-    totals: dict[tuple[str, str], float] = defaultdict(float)
-    marks: list[tuple[str, float]] = []
+    events: list[ProgressEvent] = []
 
-    def progress(msg: str, *_counts: int) -> None:  # (step, done, total)
-        if msg.startswith("exporting "):
-            current[0] = msg.split()[1]
-            marks.append((current[0], time.perf_counter()))
-            log(msg)
+    def progress(event: ProgressEvent) -> None:
+        events.append(event)
+        if event.kind == "export":
+            log(event.step)
 
     t0 = time.perf_counter()
-    with step_timers(current, totals) as skipped:  # imports the exporter modules: inside the clock
-        setup_imports = time.perf_counter() - t0
-        manifest = mvit2_export.export(
-            None,
-            "all",
-            work / "export-time",
-            "fp32",
-            width=None if width == 1.0 else width,
-            image_size=size,
-            check=False,
-            threads=threads,
-            progress=progress,
-            workers=1,  # the step timers patch this process only
-        )
-        marks.append(("finish", time.perf_counter()))
+    manifest = mvit2_export.export(
+        None,
+        "all",
+        work / "export-time",
+        "fp32",
+        width=None if width == 1.0 else width,
+        image_size=size,
+        check=False,
+        threads=threads,
+        progress=progress,
+        workers=1,  # one lane: per-target times add up to the serial total
+    )
     total = time.perf_counter() - t0
-    per_target = {name: marks[i + 1][1] - t for i, (name, t) in enumerate(marks[:-1])}
-    steps: dict[str, dict[str, float]] = defaultdict(dict)
-    for (target, label), secs in totals.items():
-        steps[target][label] = secs
-    cm = steps.get("coreml", {})
-    if "_coreml_convert_model" in cm:  # coremltools' own conversion = convert_model - its trace + rewrites
-        cm["coremltools ct.convert"] = cm.pop("_coreml_convert_model") - cm.pop(
-            "_coreml_prepare_program", 0.0
-        )
-    for target, secs in per_target.items():
-        counted = sum(v for k, v in steps[target].items() if not k.startswith(NESTED))
-        steps[target]["other (lazy imports, save, metadata, glue)"] = secs - counted
-    first = marks[0][1] if marks else t0
+    per_target, steps = step_times(events)
+    jobs = [e for e in events if e.kind == "export"]
+    first = jobs[0].elapsed if jobs else 0.0
     return {
         "width": width,
         "size": size,
         "total_s": total,
-        "before_first_target_s": first - t0,
-        "exporter_module_imports_s": setup_imports,
-        "after_last_target_s": time.perf_counter() - marks[-1][1] if marks else 0.0,
+        "before_first_target_s": first,
+        "after_last_target_s": total - max(e.elapsed for e in events),
         "per_target_s": per_target,
-        "steps": {t: dict(v) for t, v in steps.items() if t in per_target},
-        "skipped_sites": skipped,
+        "steps": steps,
         "artifacts": [e["path"] for e in manifest["artifacts"]],
         "cli_serial_s": cli_export_wall(width, size, work, 1),
         "cli_default_s": cli_export_wall(width, size, work, None),
@@ -710,7 +610,7 @@ def export_section(e: dict[str, Any]) -> list[str]:
         "imports are inside the clock), a fresh model so no cached trace is reused.",
         "",
         f"- **total {total:.0f} s** serial; before the first target "
-        f"(model build, exporter imports) {e['before_first_target_s']:.1f} s; after the last (report) {e['after_last_target_s']:.1f} s",
+        f"(model build, validation) {e['before_first_target_s']:.1f} s; after the last (report) {e['after_last_target_s']:.1f} s",
         "- per target: " + ", ".join(f"{t} {s:.0f} s" for t, s in e["per_target_s"].items()),
         "",
         "| target | step | s | share of target |",
@@ -718,17 +618,8 @@ def export_section(e: dict[str, Any]) -> list[str]:
     ]
     for target, steps in e["steps"].items():
         t_total = e["per_target_s"][target]
-        top = sorted((kv for kv in steps.items() if not kv[0].startswith(NESTED)), key=lambda kv: -kv[1])
-        for label, secs in top:
+        for label, secs in sorted(steps.items(), key=lambda kv: -kv[1]):
             lines.append(f"| {target} | {label} | {secs:.1f} | {secs / t_total:.0%} |")
-            if label == "rewrite pipeline":
-                for sub, sub_s in steps.items():
-                    if sub.startswith(NESTED):
-                        lines.append(
-                            f"| {target} | &nbsp;&nbsp;{sub.strip()} | {sub_s:.1f} | {sub_s / t_total:.0%} |"
-                        )
-    if e["skipped_sites"]:
-        lines.append(f"\n(not timed separately, code moved: {', '.join(e['skipped_sites'])})")
     return lines
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +36,14 @@ from .model import MobileViTV2Config, Preprocessor, build_model, load_model
 from .model.checkpoint import CheckpointInfo, load_state_dict_strict, state_dict_sha256
 from .model.config import ARCHITECTURE_TASKS
 from .model.finite import check_finite_forward
+from .progress import ProgressEvent, as_listener, reporting, step
 
 # The widths MobileViTV2 is published and tested at (ml-cvnets: 0.5 .. 2.0).
 WIDTH_RANGE = (0.5, 2.0)
 
-# progress(step, done, total): called as each long step starts, with how many of `total` are finished.
-Progress = Callable[[str, int, int], None]
+# progress(event): a ProgressEvent as each job and each step in it starts (progress.py); a callable
+# taking (step, done, total) works too.
+Progress = Callable[..., None]
 
 
 def parse_precisions(value: str | list[str]) -> list[str]:
@@ -168,11 +171,12 @@ def export(
     """Export to one or more targets and precisions; returns the manifest (also written to OUT/manifest.json).
 
     Raises ParityError after writing everything when an artifact fails its parity check.
-    `progress(step, done, total)`, if given, is called as each export or parity step starts (`done` of
-    `total` artifacts are finished). Targets are exported side by side in `workers` processes (default:
+    `progress(event)`, if given, gets a `ProgressEvent` as each artifact's export, each step inside it
+    and its parity check start, stamped with the target, precision, lane and elapsed time (`done` of
+    `total` artifacts finished), then a "done" event. Targets are exported side by side in `workers` processes (default:
     one per target, up to the cores); `workers=1` exports them one after another in this process.
     """
-    say = progress or (lambda _step, _done, _total: None)
+    listener, started = as_listener(progress), time.time()
     targets = parse_targets(target)
     precisions = parse_precisions(precision)
     model = resolve_model(model_or_path, task, width)
@@ -216,9 +220,11 @@ def export(
     failures: dict[int, JobFailure] = {}
     classes = {t: type(e) for t, e in exporters.items()}  # by reference: a worker lane imports them
     state = _JobState(model, jobs, out, check, threads, len(plan), classes)
-    for i, (entry, failure) in run_lanes(
-        plan, _run_job, state, lambda step: say(step, finished[0], len(jobs))
-    ):
+
+    def relay(lane: int, event: ProgressEvent) -> None:
+        listener(event.since(started, lane=lane, done=finished[0], total=len(jobs)))
+
+    for i, (entry, failure) in run_lanes(plan, _run_job, state, relay):
         finished[0] += 1
         if entry is not None:
             entries[i] = entry
@@ -229,7 +235,7 @@ def export(
             failures[k].to_dict() for k in sorted(failures) if failures[k].stage == "export"
         ]
         write_manifest(out, manifest)  # after each artifact: never lists a file that is not there
-    say("done", finished[0], len(jobs))
+    listener(ProgressEvent("done", "done", finished[0], len(jobs)).since(started))
     from .report import write_report
 
     write_report(out, manifest)
@@ -306,7 +312,7 @@ class _JobState:
 
 
 def _run_job(
-    state: _JobState, index: int, say: Callable[[str], None]
+    state: _JobState, index: int, say: Callable[[ProgressEvent], None]
 ) -> tuple[dict[str, Any] | None, JobFailure | None]:
     """Export job `index`, audit it and check its parity; returns its manifest entry (None when nothing
     was written) and its failure, if any. Never raises for one artifact: the other jobs go on."""
@@ -314,22 +320,27 @@ def _run_job(
     exporter, p, model = state.exporters[t](), options.precision, state.model
     dest = state.out / artifact_name(model, exporter.suffix, p, options.embed_preprocessing)
     calibrating = " (calibrating)" if exporter.calibrates(options) else ""
-    say(f"exporting {t} {p}{calibrating} -> {dest.name}")
+    say(ProgressEvent("export", f"exporting {t} {p}{calibrating} -> {dest.name}", target=t, precision=p))
     try:
-        artifact = exporter.export(model, options, dest)
-        entry = artifact.to_dict(state.out)
-        entry["sha256"] = sha256_path(dest)
-        entry["size_bytes"] = size_path(dest)
-        histogram = exporter.op_histogram(dest)
-        entry["op_histogram"] = dict(sorted(histogram.items()))
-        entry["audit"] = audit_histogram(exporter, histogram)
+        with reporting(say, t, p):  # the exporter's own steps (trace, rewrite, convert, ...) report here
+            artifact = exporter.export(model, options, dest)
+            entry = artifact.to_dict(state.out)
+            step("sha256")
+            entry["sha256"] = sha256_path(dest)
+            entry["size_bytes"] = size_path(dest)
+            step("op histogram and audit")
+            histogram = exporter.op_histogram(dest)
+            entry["op_histogram"] = dict(sorted(histogram.items()))
+            entry["audit"] = audit_histogram(exporter, histogram)
     except Exception as exc:  # noqa: BLE001 - any failure of this artifact is recorded, not fatal
         if dest.exists():  # written, then the audit failed: not listed, so not left behind either
             shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
         return None, JobFailure.of(exc, dest.name, t, p, "export")
     if not state.check:
         return entry, None
-    say(f"checking parity of {dest.name} ({artifact.runtime})")
+    say(
+        ProgressEvent("parity", f"checking parity of {dest.name} ({artifact.runtime})", target=t, precision=p)
+    )
     from .parity.run import run_parity
 
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from .exporters.base import default_threads
 from .manifest import read_manifest, verify_artifact
 from .parity.localize import localize_artifact
 from .parity.run import run_parity
+from .progress import ProgressEvent, as_listener
 
 
 @dataclass
@@ -66,9 +68,15 @@ def check(
     """Check every artifact; returns one result each (see `raise_on_failure`).
 
     With `localize`, each artifact's intermediates are also compared with PyTorch's, op by op, and the
-    result names the first operation that diverges. `progress(step, done, total)` as in `export`.
+    result names the first operation that diverges. `progress` as in `export` (events "parity",
+    "localize", "done").
     """
-    say = progress or (lambda _step, _done, _total: None)
+    listener, started = as_listener(progress), time.time()
+
+    def say(kind: str, text: str, done: int, total: int, entry: dict[str, Any] | None = None) -> None:
+        target, precision = (entry["target"], entry["precision"]) if entry else (None, None)
+        listener(ProgressEvent(kind, text, done, total, target, precision).since(started))
+
     out, manifest, entries = manifest_entries(Path(path))
     model = load_reference_for_manifest(manifest, checkpoint)
     size = int(manifest["model"]["image_size"])
@@ -80,12 +88,24 @@ def check(
             artifact = verify_artifact(out, entry)
             exporter = get_exporter(entry["target"])
             runner = exporter.load_runner(artifact, entry, threads or default_threads())
-            say(f"checking parity of {entry['path']}", n * per_entry, len(entries) * per_entry)
+            say(
+                "parity",
+                f"checking parity of {entry['path']}",
+                n * per_entry,
+                len(entries) * per_entry,
+                entry,
+            )
             report = run_parity(
                 model, runner, entry["precision"], size, rule=exporter.threshold_class(entry["precision"])
             )
             if localize:
-                say(f"localizing {entry['path']} op by op", n * per_entry + 1, len(entries) * per_entry)
+                say(
+                    "localize",
+                    f"localizing {entry['path']} op by op",
+                    n * per_entry + 1,
+                    len(entries) * per_entry,
+                    entry,
+                )
             where = (
                 localize_artifact(model, exporter, artifact, entry, parity_images(size, 1, 0))
                 if localize
@@ -113,6 +133,7 @@ def check(
                 ),
             )
         )
+    say("done", "done", len(entries) * per_entry, len(entries) * per_entry)
     return results
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import ExportError, UsageError
 
-# (job index) -> result, run in the lane's process; `say(step)` reports the step that starts.
+# (job index) -> result, run in the lane's process; `say(message)` reports progress (any picklable value).
 JobFn = Callable[..., Any]
 
 
@@ -69,7 +69,7 @@ def _init_worker(lane: int, state: Any, messages: Any) -> None:
 
 def _run_in_worker(fn: JobFn, index: int) -> Any:
     lane, messages = _WORKER["lane"], _WORKER["messages"]
-    return fn(_WORKER["state"], index, lambda step: messages.put((lane, step)))
+    return fn(_WORKER["state"], index, lambda message: messages.put((lane, message)))
 
 
 # -- this side -----------------------------------------------------------------------------------------
@@ -79,27 +79,26 @@ def run_lanes(
     plan: list[list[int]],
     fn: JobFn,
     state: Any,
-    say: Callable[[str], None] | None = None,
+    say: Callable[[int, Any], None] | None = None,
 ) -> Iterator[tuple[int, Any]]:
-    """Yield (job index, fn(state, index, say)) as jobs finish: lane 0 here, the others in workers.
+    """Yield (job index, fn(state, index, say)) as jobs finish: lane 0 here, the others in workers;
+    what a job says reaches `say(lane, message)` here.
 
     `fn` must be a module-level function and `state` picklable (it is sent to each worker once). The
     first error, from any lane, cancels the jobs not started and is raised here.
     """
     if len(plan) == 1:
         for i in plan[0]:
-            yield i, fn(state, i, say or (lambda _step: None))
+            yield i, fn(state, i, lambda message: say(0, message) if say else None)
         return
     ctx = get_context("spawn")
     messages = ctx.Queue()
-    steps = {0: ""}
     lock = threading.Lock()
 
-    def show(lane: int, step: str) -> None:
+    def show(lane: int, message: Any) -> None:
         with lock:
-            steps[lane] = step
             if say:
-                say(" | ".join(s for _, s in sorted(steps.items()) if s))
+                say(lane, message)
 
     pools = [
         ProcessPoolExecutor(1, ctx, initializer=_init_worker, initargs=(k, state, messages))
@@ -114,10 +113,9 @@ def run_lanes(
             for i in lane:
                 futures[pool.submit(_run_in_worker, fn, i)] = i
         for i in plan[0]:
-            result = fn(state, i, lambda step: show(0, step))
+            result = fn(state, i, lambda message: show(0, message))
             yield i, result
             yield from _collect(futures, block=False)
-        show(0, "")
         yield from _collect(futures, block=True)
     finally:
         stop.set()

@@ -41,7 +41,7 @@ def _job(state, index, say):  # module level: workers import it by name
 
 def test_results_come_back_from_the_worker_lane():
     steps: list[str] = []
-    got = dict(run_lanes([[0, 2], [1]], _job, {"fail": -1}, steps.append))
+    got = dict(run_lanes([[0, 2], [1]], _job, {"fail": -1}, lambda _lane, m: steps.append(m)))
     assert {i: sq for i, (_, sq) in got.items()} == {0: 0, 1: 1, 2: 4}
     assert got[1][0] != os.getpid() and got[0][0] == got[2][0] == os.getpid()
     assert any("job 0" in s for s in steps)

@@ -64,3 +64,41 @@ def test_cli_shows_step_names_on_a_forced_terminal(empty_out, capsys, no_forcing
     assert main(["bench", str(empty_out), "--warmup", "0", "--runs", "1", "--threads", "1"]) == 0
     _, err = capsys.readouterr()
     assert "timing pytorch eager" in err and noisy(err)
+
+
+def test_export_reports_events_per_job_and_step_from_every_lane(tmp_path):
+    """The events the CLI's bar and benchmarks/bench_all.py consume: each artifact's export, the steps
+    inside it (trace and rewrites once per model and target, then each backend's own), its parity check,
+    from the lane it ran in, with the elapsed time; then "done" with done == total."""
+    from mvit2_export import export
+    from mvit2_export.exporters import available_targets
+    from mvit2_export.progress import ProgressEvent
+
+    targets = [t for t in ("onnx", "tflite") if t in available_targets()]
+    if len(targets) < 2:
+        pytest.skip("needs onnx and tflite for two lanes")
+    events: list[ProgressEvent] = []
+    export(
+        None,
+        ",".join(targets),
+        tmp_path / "out",
+        "fp32,fp16",
+        width=0.5,
+        image_size=64,
+        progress=events.append,
+        workers=2,
+    )
+    assert events[-1].kind == "done" and events[-1].done == events[-1].total == 4
+    assert {e.lane for e in events if e.kind == "export"} == {0, 1}  # both lanes heard from
+    for target in targets:
+        mine = [e for e in events if e.target == target]
+        assert [e.kind for e in mine if e.kind != "step"] == ["export", "parity", "export", "parity"]
+        steps = [e.step for e in mine if e.kind == "step"]
+        assert steps.count("torch.export trace") == 1 and steps.count("rewrite pipeline") == 1  # shared
+        assert "fp16 conversion" in steps and "sha256" in steps
+        assert len({e.lane for e in mine}) == 1  # one target's jobs stay in one lane
+    assert "dynamo ONNX exporter" in {e.step for e in events} and "litert-torch conversion" in {
+        e.step for e in events
+    }
+    elapsed = [e.elapsed for e in events]
+    assert elapsed[0] >= 0 and elapsed[-1] == max(elapsed)

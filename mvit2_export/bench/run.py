@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,10 @@ from ..data.images import parity_images
 from ..exporters import get_exporter
 from ..manifest import read_manifest, verify_artifact, write_manifest
 from ..model.preprocess import images_to_pixel_values
+from ..progress import ProgressEvent, as_listener
 from ..report import write_report
-from .threading import best_threading, thread_candidates, usable_cores
+from .machine import machine_facts
+from .threading import best_threading, thread_candidates
 
 # Runtimes whose timings say nothing about a device: the NumPy MIL interpreter is a correctness oracle.
 NOT_TIMED = {"mil-reference": "Core ML latency needs macOS (MLModel.predict)"}
@@ -30,8 +32,13 @@ def bench(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Every runtime at its best threading (`threads` None: searched, see bench/threading.py; an int pins
-    it). `progress(step, done, total)` as in `export`: one step for PyTorch, one per artifact."""
-    say = progress or (lambda _step, _done, _total: None)
+    it). `progress` as in `export`: a "bench" event for PyTorch and one per artifact, then "done"."""
+    listener, started = as_listener(progress), time.time()
+
+    def say(text: str, done: int, total: int, entry: dict[str, Any] | None = None) -> None:
+        target, precision = (entry["target"], entry["precision"]) if entry else (None, None)
+        listener(ProgressEvent("bench", text, done, total, target, precision).since(started))
+
     out = Path(out)
     manifest = read_manifest(out)
     steps = 1 + len(manifest["artifacts"])
@@ -53,7 +60,7 @@ def bench(
     manifest["reference_latency"] = {**ref.to_dict(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     manifest["host"] = machine_facts()
     for n, entry in enumerate(manifest["artifacts"], 1):
-        say(f"timing {entry['path']}", n, steps)
+        say(f"timing {entry['path']}", n, steps, entry)
         path = verify_artifact(out, entry)
         exporter = get_exporter(entry["target"])
         runner = exporter.load_runner(path, entry, candidates[0])
@@ -74,24 +81,5 @@ def bench(
         ).to_dict()
     write_manifest(out, manifest)
     write_report(out, manifest)
+    listener(ProgressEvent("done", "done", steps, steps).since(started))
     return manifest
-
-
-def machine_facts() -> dict[str, Any]:
-    """What decides these numbers: CPU model, ISA extensions that matter for int8, usable cores."""
-    flags: set[str] = set()
-    model_name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                model_name = line.split(":", 1)[1].strip()
-            elif line.startswith(("flags", "Features")) and ":" in line:
-                flags.update(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = sorted(f for f in flags if f in ISA_FLAGS or f.startswith("avx512"))
-    return {"cpu": model_name, "machine": platform.machine(), "isa": isa, "usable_cores": usable_cores()}
-
-
-# Extensions that decide fp32/int8 kernel choice (x86: AVX2/AVX-512/VNNI/AMX; ARM: dot product, i8mm).
-ISA_FLAGS = {"avx2", "fma", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimddp", "i8mm", "sve"}

@@ -20,9 +20,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from ..progress import ProgressEvent
 from . import ui
 
-# say(step, done, total): `step` starts now; `done` of `total` steps are finished (counts optional).
+# say(event) with a ProgressEvent, or say(step, done, total) with text (counts optional).
 Say = Callable[..., None]
 
 
@@ -43,7 +44,20 @@ def progress(console: Console | None = None) -> Iterator[Say]:
     with bar:
         task = bar.add_task("starting", total=None)
 
-        def say(step: str, done: int | None = None, total: int | None = None) -> None:
-            bar.update(task, description=step, completed=done, total=total)
+        lanes: dict[int, str] = {}  # per process of a parallel export: its artifact and current step
+
+        def say(event: ProgressEvent | str, done: int | None = None, total: int | None = None) -> None:
+            if not isinstance(event, ProgressEvent):
+                bar.update(task, description=event, completed=done, total=total)
+                return
+            if event.kind == "step":  # a step inside the lane's current artifact
+                job = lanes.get(event.lane, "").split(": ")[0]
+                lanes[event.lane] = f"{job}: {event.step}" if job else event.step
+            else:
+                lanes[event.lane] = event.step
+            if event.kind == "done":
+                lanes.clear()
+            text = " | ".join(s for _, s in sorted(lanes.items()))
+            bar.update(task, description=text or event.step, completed=event.done, total=event.total or None)
 
         yield say

@@ -26,6 +26,7 @@ from torch import nn
 from torch.export import ExportedProgram
 
 from ..errors import ExportError
+from ..progress import step
 from .export import export_program
 from .manager import apply_pipeline, rewrite_module
 
@@ -84,10 +85,12 @@ def prepare(
         _CACHE.move_to_end(key)
         return hit[1]
     traced = (wrap(model) if wrap is not None else model).eval()
+    step("torch.export trace")
     try:
         ep = export_program(traced, example, dynamic_batch=dynamic_batch)
     except Exception as exc:  # torch.export raises many types; report one line
         raise ExportError(f"torch.export failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+    step("rewrite pipeline")
     if reexport:
         program, results = apply_pipeline(ep, pipeline)  # raises RewriteError naming the rewrite
         prepared = Prepared(program.module(), [r.to_dict() for r in results], traced, example, program)

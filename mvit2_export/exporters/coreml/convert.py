@@ -24,6 +24,7 @@ from torch import nn
 from ... import __version__
 from ...errors import ExportError
 from ...model.preprocess import Preprocessor
+from ...progress import step
 from ...rewrites import Prepared, prepare
 from .settings import CoreMLSettings
 
@@ -168,6 +169,7 @@ def convert_model(model: nn.Module, settings: CoreMLSettings, image_size: int) -
             labels, predicted_feature_name=LABEL_NAME, predicted_probabilities_output=SOFTMAX_NAME
         )
     kwargs["outputs"] = [ct.TensorType(name=n) for n in names]
+    step("coremltools ct.convert")
     with quiet_coremltools(), _classify_output_types_fix():
         try:
             mlmodel = ct.convert(prepared.program.run_decompositions({}), **kwargs)

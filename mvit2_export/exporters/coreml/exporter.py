@@ -14,6 +14,7 @@ from torch import nn
 
 from ...errors import UsageError
 from ...model.preprocess import images_to_pixel_values
+from ...progress import step
 from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
 from ..options import OptionSpec
 from ..registry import register
@@ -101,8 +102,10 @@ class CoreMLExporter(Exporter):
         size = options.image_size
         with atomic_output(dest, options.force) as tmp:
             mlmodel, facts = convert_model(model, settings, size)
+            step("Core ML compression and metadata")
             mlmodel, compression = compress(mlmodel, settings, _calibration(options), can_predict())
             set_metadata(mlmodel, model, settings, size, facts["rewrites"])
+            step("save")
             mlmodel.save(str(tmp))
         names = output_names(model, settings)
         outputs = [_output_spec(n, model, size) for n in model.output_names]

@@ -34,6 +34,7 @@ from torch import nn
 
 from ...errors import ExportError
 from ...model.preprocess import EmbeddedPreprocessing
+from ...progress import step
 from ...rewrites import Prepared, prepare
 from .shrink_constants import shrink_uniform_norm_params
 
@@ -75,10 +76,13 @@ def fp32_graph(model: nn.Module, image_size: int, embedded: bool, opset: int) ->
         input_name = "images" if embedded else "pixel_values"
         output_names = list(model.output_names)
         # Not re-exported after the rewrites: the ONNX exporter runs torch.export on the module itself.
+        step("dynamo ONNX exporter")
         proto = torch_to_onnx(program.module, program.example, input_name, output_names, opset)
+        step("onnxslim")
         proto = simplify(proto)
         shrink_uniform_norm_params(proto)  # on the final graph: all-ones LayerNorm scales become one value
         name_batch_dim(proto)
+        step("onnx.checker")
         check(proto)
         program.derived[key] = Fp32Graph(proto, program.rewrites, input_name, output_names)
     return copy.deepcopy(program.derived[key])  # callers convert and annotate their own copy

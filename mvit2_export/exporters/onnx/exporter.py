@@ -18,6 +18,7 @@ from torch import nn
 from ...data.images import calibration_images
 from ...errors import UsageError
 from ...model.preprocess import images_to_pixel_values
+from ...progress import step
 from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
 from ..options import OptionSpec
 from ..registry import register
@@ -120,9 +121,11 @@ class OnnxExporter(Exporter):
             graph = convert.fp32_graph(model, options.image_size, embedded, opset)
             proto = graph.proto
             if options.precision == "fp16":
+                step("fp16 conversion")
                 proto = quantize.to_fp16(proto, fp16_io)
                 extra["fp16_io"] = fp16_io
             elif calib is not None:  # int8
+                step("int8 calibration and quantization")
                 fp32_path = tmp.with_name("fp32.onnx")
                 onnx.save(proto, str(fp32_path))
                 extra["int8"] = quantize.quantize_int8(
@@ -133,6 +136,7 @@ class OnnxExporter(Exporter):
                 model, options.image_size, embedded, options.precision, graph.rewrites, extra
             )
             set_metadata(proto, props)
+            step("check and save")
             convert.check(proto)
             onnx.save(proto, str(tmp), save_as_external_data=False)
 

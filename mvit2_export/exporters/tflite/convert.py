@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ...errors import ExportError
+from ...progress import step
 from ...rewrites import Prepared, prepare
 from .layout import io_module
 
@@ -97,5 +98,6 @@ def _lower(model: nn.Module, body: Prepared, image_size: int, embedded: bool) ->
     layouts = {k: ("NHWC" if v.dim() == 4 else {2: "NC"}.get(v.dim(), "")) for k, v in outs.items()}
     input_name = "images" if embedded else "pixel_values"
     sig = signature_name(model.task)
+    step("litert-torch conversion")
     flat = to_flatbuffer(wrapped, sig, input_name, sample)
     return Lowered(flat, sig, input_name, names, layouts, body.rewrites)

@@ -15,6 +15,7 @@ from ...data.images import calibration_images
 from ...errors import UsageError
 from ...model import Preprocessor
 from ...model.preprocess import images_to_pixel_values
+from ...progress import step
 from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
 from ..options import OptionSpec
 from ..registry import register
@@ -115,9 +116,11 @@ class TFLiteExporter(Exporter):
             lowered = convert.lower(model, options.image_size, embedded)
             flat = lowered.flatbuffer
             if options.precision == "fp16":
+                step("fp16 conversion")
                 flat = quantize.to_fp16(flat)
                 extra["quantizer"] = "ai-edge-quantizer FLOAT_CASTING (fp16 weights)"
             elif mode is not None:
+                step(f"int8 {mode} quantization")
                 flat, info = quantize.to_int8(
                     flat, mode, lowered.signature, lowered.input_name, calib, embedded
                 )
@@ -132,6 +135,7 @@ class TFLiteExporter(Exporter):
                 default_kernels=options.backend.get("kernels", "xnnpack"),
                 metadata_location="flatbuffer Model.metadata['mvit2_export'] (JSON)",
             )
+            step("metadata and save")
             tmp.write_bytes(with_metadata(flat, self._metadata(model, options, lowered, extra)))
 
         size = options.image_size

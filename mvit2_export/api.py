@@ -31,7 +31,7 @@ from .errors import (
 )
 from .exporters import Exporter, ExportOptions, get_exporter, known_precisions, parse_targets
 from .exporters.base import default_threads
-from .manifest import MANIFEST, SCHEMA, sha256_path, size_path, write_manifest
+from .manifest import MANIFEST, ArtifactEntry, Manifest, sha256_path, size_path, write_manifest
 from .model import MobileViTV2Config, Preprocessor, build_model, load_model
 from .model.checkpoint import CheckpointInfo, load_state_dict_strict, state_dict_sha256
 from .model.config import ARCHITECTURE_TASKS
@@ -167,7 +167,7 @@ def export(
     threads: int | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Export to one or more targets and precisions; returns the manifest (also written to OUT/manifest.json).
 
     Raises ParityError after writing everything when an artifact fails its parity check.
@@ -207,16 +207,13 @@ def export(
     out = Path(out_dir)
     prepare_out_dir(out, force)
 
-    manifest: dict[str, Any] = {
-        "schema": SCHEMA,
-        "tool": {"name": "mvit2-export", "version": __version__},
-        "model": model_summary(model, size),
-        "artifacts": [],
-    }
+    manifest = Manifest(
+        model=model_summary(model, size), tool={"name": "mvit2-export", "version": __version__}
+    )
     write_manifest(out, manifest)
     plan = plan_lanes([t for t, _ in jobs], lanes, {t: e.cost for t, e in exporters.items()})
     finished = [0]  # read by the progress callback as steps start, in any lane
-    entries: dict[int, dict[str, Any]] = {}
+    entries: dict[int, ArtifactEntry] = {}
     failures: dict[int, JobFailure] = {}
     classes = {t: type(e) for t, e in exporters.items()}  # by reference: a worker lane imports them
     state = _JobState(model, jobs, out, check, threads, len(plan), classes)
@@ -230,10 +227,8 @@ def export(
             entries[i] = entry
         if failure is not None:
             failures[i] = failure
-        manifest["artifacts"] = [entries[k] for k in sorted(entries)]
-        manifest["failed"] = [
-            failures[k].to_dict() for k in sorted(failures) if failures[k].stage == "export"
-        ]
+        manifest.artifacts = [entries[k] for k in sorted(entries)]
+        manifest.failed = [failures[k].to_dict() for k in sorted(failures) if failures[k].stage == "export"]
         write_manifest(out, manifest)  # after each artifact: never lists a file that is not there
     listener(ProgressEvent("done", "done", finished[0], len(jobs)).since(started))
     from .report import write_report
@@ -277,7 +272,7 @@ class JobFailure:
         )
 
 
-def _combined_error(failures: list[JobFailure], out: Path, manifest: dict[str, Any]) -> Mvit2ExportError:
+def _combined_error(failures: list[JobFailure], out: Path, manifest: Manifest) -> Mvit2ExportError:
     """One error naming every failed artifact, of the type of the most severe one (export over parity)."""
     worst = max(failures, key=lambda f: (f.stage == "export", f.exit_code))
     text = " | ".join(f"{f.artifact}: {f.message}" for f in failures)
@@ -313,7 +308,7 @@ class _JobState:
 
 def _run_job(
     state: _JobState, index: int, say: Callable[[ProgressEvent], None]
-) -> tuple[dict[str, Any] | None, JobFailure | None]:
+) -> tuple[ArtifactEntry | None, JobFailure | None]:
     """Export job `index`, audit it and check its parity; returns its manifest entry (None when nothing
     was written) and its failure, if any. Never raises for one artifact: the other jobs go on."""
     t, options = state.jobs[index]
@@ -324,14 +319,14 @@ def _run_job(
     try:
         with reporting(say, t, p):  # the exporter's own steps (trace, rewrite, convert, ...) report here
             artifact = exporter.export(model, options, dest)
-            entry = artifact.to_dict(state.out)
+            entry = artifact.to_entry(state.out)
             step("sha256")
-            entry["sha256"] = sha256_path(dest)
-            entry["size_bytes"] = size_path(dest)
+            entry.sha256 = sha256_path(dest)
+            entry.size_bytes = size_path(dest)
             step("op histogram and audit")
             histogram = exporter.op_histogram(dest)
-            entry["op_histogram"] = dict(sorted(histogram.items()))
-            entry["audit"] = audit_histogram(exporter, histogram)
+            entry.op_histogram = dict(sorted(histogram.items()))
+            entry.audit = audit_histogram(exporter, histogram)
     except Exception as exc:  # noqa: BLE001 - any failure of this artifact is recorded, not fatal
         if dest.exists():  # written, then the audit failed: not listed, so not left behind either
             shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
@@ -349,9 +344,9 @@ def _run_job(
         report = run_parity(model, runner, p, options.image_size, rule=exporter.threshold_class(p))
     except Exception as exc:  # noqa: BLE001 - the artifact stays listed, its parity says what broke
         failure = JobFailure.of(exc, dest.name, t, p, "parity")
-        entry["parity"] = {"passed": False, "error": failure.message, "error_type": failure.error_type}
+        entry.parity = {"passed": False, "error": failure.message, "error_type": failure.error_type}
         return entry, failure
-    entry["parity"] = report.to_dict()
+    entry.parity = report.to_dict()
     if report.passed:
         return entry, None
     if report.degenerate:
@@ -364,9 +359,9 @@ def _run_job(
     )
 
 
-def load_reference_for_manifest(manifest: dict[str, Any], checkpoint: str | None = None) -> nn.Module:
+def load_reference_for_manifest(manifest: Manifest, checkpoint: str | None = None) -> nn.Module:
     """Rebuild the reference model a manifest was exported from, checking the checkpoint did not change."""
-    m = manifest["model"]
+    m = manifest.model
     source = checkpoint or m.get("checkpoint_source")
     if source == "embedded-default":
         model = load_model(None, m["task"])

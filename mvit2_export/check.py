@@ -12,7 +12,7 @@ from .data.images import parity_images
 from .errors import DegenerateReferenceError, IntegrityError, Mvit2ExportError, ParityError, UsageError
 from .exporters import get_exporter
 from .exporters.base import default_threads
-from .manifest import read_manifest, verify_artifact
+from .manifest import ArtifactEntry, Manifest, read_manifest, verify_artifact
 from .parity.localize import localize_artifact
 from .parity.run import run_parity
 from .progress import ProgressEvent, as_listener
@@ -42,17 +42,17 @@ class CheckResult:
         return ", ".join(p for p in parts if p)
 
 
-def manifest_entries(path: Path) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+def manifest_entries(path: Path) -> tuple[Path, Manifest, list[ArtifactEntry]]:
     """(OUT dir, manifest, entries to check) for an OUT directory or one artifact inside one."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{path}: no such file or directory")
     if path.is_dir() and not path.name.endswith(".mlpackage"):
         manifest = read_manifest(path)
-        return path, manifest, manifest["artifacts"]
+        return path, manifest, manifest.artifacts
     out = path.parent
     manifest = read_manifest(out)
-    entries = [a for a in manifest["artifacts"] if (out / a["path"]).resolve() == path.resolve()]
+    entries = [a for a in manifest.artifacts if (out / a.path).resolve() == path.resolve()]
     if not entries:
         raise IntegrityError(f"{path}: not listed in {out / 'manifest.json'}")
     return out, manifest, entries
@@ -73,35 +73,35 @@ def check(
     """
     listener, started = as_listener(progress), time.time()
 
-    def say(kind: str, text: str, done: int, total: int, entry: dict[str, Any] | None = None) -> None:
-        target, precision = (entry["target"], entry["precision"]) if entry else (None, None)
+    def say(kind: str, text: str, done: int, total: int, entry: ArtifactEntry | None = None) -> None:
+        target, precision = (entry.target, entry.precision) if entry else (None, None)
         listener(ProgressEvent(kind, text, done, total, target, precision).since(started))
 
     out, manifest, entries = manifest_entries(Path(path))
     model = load_reference_for_manifest(manifest, checkpoint)
-    size = int(manifest["model"]["image_size"])
+    size = int(manifest.model["image_size"])
     results: list[CheckResult] = []
     per_entry = 2 if localize else 1
     for n, entry in enumerate(entries):
-        label = (entry["path"], entry["target"], entry["precision"])
+        label = (entry.path, entry.target, entry.precision)
         try:
             artifact = verify_artifact(out, entry)
-            exporter = get_exporter(entry["target"])
+            exporter = get_exporter(entry.target)
             runner = exporter.load_runner(artifact, entry, threads or default_threads())
             say(
                 "parity",
-                f"checking parity of {entry['path']}",
+                f"checking parity of {entry.path}",
                 n * per_entry,
                 len(entries) * per_entry,
                 entry,
             )
             report = run_parity(
-                model, runner, entry["precision"], size, rule=exporter.threshold_class(entry["precision"])
+                model, runner, entry.precision, size, rule=exporter.threshold_class(entry.precision)
             )
             if localize:
                 say(
                     "localize",
-                    f"localizing {entry['path']} op by op",
+                    f"localizing {entry.path} op by op",
                     n * per_entry + 1,
                     len(entries) * per_entry,
                     entry,
@@ -129,7 +129,7 @@ def check(
                 error=None
                 if report.passed
                 else (DegenerateReferenceError if report.degenerate else ParityError)(
-                    f"{entry['path']}: {detail}"
+                    f"{entry.path}: {detail}"
                 ),
             )
         )

@@ -86,9 +86,9 @@ class ManifestCollector(pytest.File):
         from mvit2_export.manifest import read_manifest
 
         out = self.path.parent
-        for entry in read_manifest(out)["artifacts"]:
+        for entry in read_manifest(out).artifacts:
             yield ArtifactItem.from_parent(
-                self, name=entry["path"], out=out, entry_path=entry["path"], checkpoint=self.checkpoint
+                self, name=entry.path, out=out, entry_path=entry.path, checkpoint=self.checkpoint
             )
 
 

@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .manifest import ArtifactEntry, Manifest
+
 
 def _fmt(value: Any, spec: str = ".3g") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def parity_summary(entry: dict[str, Any]) -> dict[str, Any]:
-    parity = entry.get("parity") or {}
+def parity_summary(entry: ArtifactEntry) -> dict[str, Any]:
+    parity = entry.parity or {}
     metrics = parity.get("metrics") or {}
     primary = next(iter(metrics.values()), {})
     status = "not checked"
@@ -27,20 +29,20 @@ def parity_summary(entry: dict[str, Any]) -> dict[str, Any]:
         "max_abs_rel": primary.get("max_abs_rel"),
         "cosine": primary.get("cosine"),
         "top1": primary.get("top1", primary.get("pixel_agreement")),
-        "runtime": parity.get("runtime", entry.get("runtime")),
+        "runtime": parity.get("runtime", entry.runtime),
     }
 
 
-def device_latency_lines(manifest: dict[str, Any]) -> list[str]:
+def device_latency_lines(manifest: Manifest) -> list[str]:
     """`bench --device android|mac` results: a row per artifact and device setting (times in ms)."""
     rows = []
-    for a in manifest["artifacts"]:
-        dev = a.get("device_latency") or {}
+    for a in manifest.artifacts:
+        dev = a.device_latency or {}
         if r := dev.get("android"):
             s, mem = r.get("inference") or {}, (r.get("memory_mb") or {}).get("overall")
             ms = lambda key, s=s: _fmt(None if s.get(key) is None else s[key] / 1e3, ".2f")  # noqa: E731
             rows.append(
-                f"| `{a['path']}` | {r.get('device')} (Android {r.get('android_version')}) "
+                f"| `{a.path}` | {r.get('device')} (Android {r.get('android_version')}) "
                 f"| benchmark_model, {r['delegate']}, {r['threads']} threads "
                 f"| {r['inference_avg_us'] / 1e3:.2f} avg, std {ms('std')}, min {ms('min')}, max {ms('max')} "
                 f"| init {r['init_us'] / 1e3:.1f} | {_fmt(mem)} |"
@@ -48,7 +50,7 @@ def device_latency_lines(manifest: dict[str, Any]) -> list[str]:
         mac = dev.get("mac") or {}
         for units, r in (mac.get("compute_units") or {}).items():
             rows.append(
-                f"| `{a['path']}` | {mac.get('device')} | MLModel.predict, {units} "
+                f"| `{a.path}` | {mac.get('device')} | MLModel.predict, {units} "
                 f"| {r['median_ms']:.2f} median, p90 {r['p90_ms']:.2f} | load {r['load_s'] * 1e3:.0f} | - |"
             )
     if not rows:
@@ -57,8 +59,8 @@ def device_latency_lines(manifest: dict[str, Any]) -> list[str]:
     return ["", "## On-device latency", "", header, "|---|---|---|---|---|---|", *rows]
 
 
-def render_markdown(manifest: dict[str, Any]) -> str:
-    m = manifest["model"]
+def render_markdown(manifest: Manifest) -> str:
+    m = manifest.model
     lines = [
         "# mvit2-export report",
         "",
@@ -71,19 +73,19 @@ def render_markdown(manifest: dict[str, Any]) -> str:
         "| latency median (ms) | size (MB) | audit |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for a in manifest["artifacts"]:
+    for a in manifest.artifacts:
         s = parity_summary(a)
-        lat = (a.get("latency") or {}).get("median_ms")
+        lat = (a.latency or {}).get("median_ms")
         audit = (
             "ok"
-            if (a.get("audit") or {}).get("elementwise_attention")
-            else f"violations {a.get('audit', {}).get('violations')}"
+            if (a.audit or {}).get("elementwise_attention")
+            else f"violations {(a.audit or {}).get('violations')}"
         )
         lines.append(
-            f"| `{a['path']}` | {a['target']} | {a['precision']} | {s['runtime']} | {s['status']} "
+            f"| `{a.path}` | {a.target} | {a.precision} | {s['runtime']} | {s['status']} "
             f"| {_fmt(s['max_abs_rel'])} | {_fmt(s['cosine'], '.6f')} | {_fmt(s['top1'])} | {_fmt(lat, '.2f')} | {_size_mb(a)} | {audit} |"
         )
-    ref = manifest.get("reference_latency")
+    ref = manifest.reference_latency
     if ref:
         lines += [
             "",
@@ -93,13 +95,13 @@ def render_markdown(manifest: dict[str, Any]) -> str:
             "runtime wait policies searched unless `bench --threads` pinned them):",
             "",
             *[
-                f"- `{a['path']}`: {_threading(a['latency'])}"
-                for a in manifest["artifacts"]
-                if (a.get("latency") or {}).get("median_ms") is not None
+                f"- `{a.path}`: {_threading(a.latency)}"
+                for a in manifest.artifacts
+                if (a.latency or {}).get("median_ms") is not None
             ],
             f"- PyTorch eager: {_threading(ref)}",
         ]
-        host = manifest.get("host")
+        host = manifest.host
         if host:
             lines += [
                 "",
@@ -121,8 +123,8 @@ def _parameter_line(model: dict[str, Any]) -> list[str]:
     return [] if not n else ["", f"Parameters: {n:,} (at 4 bytes each, fp32: {4 * n / 1e6:.2f} MB)."]
 
 
-def _size_mb(entry: dict[str, Any]) -> str:
-    size = entry.get("size_bytes")
+def _size_mb(entry: ArtifactEntry) -> str:
+    size = entry.size_bytes
     return "-" if size is None else f"{size / 1e6:.2f}"
 
 
@@ -158,20 +160,18 @@ def quality_metric(task: str) -> str:
     )
 
 
-def plot_points(manifest: dict[str, Any]) -> list[PlotPoint]:
+def plot_points(manifest: Manifest) -> list[PlotPoint]:
     """One point per artifact (latency None when not timed on this host) and the PyTorch reference."""
-    backbone = manifest["model"]["task"] == "backbone"
+    backbone = manifest.model["task"] == "backbone"
     points = []
-    ref = manifest.get("reference_latency")
+    ref = manifest.reference_latency
     if ref:
         points.append(PlotPoint("PyTorch eager fp32 (reference)", "pytorch", ref["median_ms"], 1.0, "", True))
-    for a in manifest["artifacts"]:
+    for a in manifest.artifacts:
         s = parity_summary(a)
         quality = s["cosine"] if backbone else s["top1"]
-        latency = (a.get("latency") or {}).get("median_ms")
-        points.append(
-            PlotPoint(f"{a['target']} {a['precision']}", a["target"], latency, quality, s["status"])
-        )
+        latency = (a.latency or {}).get("median_ms")
+        points.append(PlotPoint(f"{a.target} {a.precision}", a.target, latency, quality, s["status"]))
     return points
 
 
@@ -189,7 +189,7 @@ def target_color(target: str) -> str:
 STATUS_COLORS = {"pass": "#55A868", "FAIL": "#C44E52", "error": "#C44E52", "degenerate": "#DD8452"}
 
 
-def build_figure(manifest: dict[str, Any]):
+def build_figure(manifest: Manifest):
     """report.png: parity against latency (log scale: one slow runner does not squash the rest), one
     point per timed artifact with the reference marked, beside every artifact's parity as bars."""
     import matplotlib
@@ -198,7 +198,7 @@ def build_figure(manifest: dict[str, Any]):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    m = manifest["model"]
+    m = manifest.model
     metric = quality_metric(m["task"])
     points = plot_points(manifest)
     timed = [p for p in points if p.latency_ms is not None and p.quality is not None]
@@ -283,7 +283,7 @@ def build_figure(manifest: dict[str, Any]):
     return fig
 
 
-def render_plot(manifest: dict[str, Any], path: Path) -> None:
+def render_plot(manifest: Manifest, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig = build_figure(manifest)
@@ -293,7 +293,7 @@ def render_plot(manifest: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
-def write_report(out_dir: Path, manifest: dict[str, Any]) -> None:
+def write_report(out_dir: Path, manifest: Manifest) -> None:
     md = out_dir / "report.md"
     tmp = out_dir / ".report.md.tmp"
     tmp.write_text(render_markdown(manifest))

@@ -31,7 +31,7 @@ def exported(tmp_path_factory) -> Path:
 
 def test_output_directory_contents(exported):
     manifest = json.loads((exported / "manifest.json").read_text())
-    assert manifest["schema"] == 1
+    assert manifest["schema"] == 2
     assert manifest["model"]["untrained"] is True and manifest["model"]["width_multiplier"] == 0.5
     assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16"]
     for a in manifest["artifacts"]:
@@ -99,10 +99,10 @@ def test_python_api_with_a_transformers_instance(tmp_path, hf_checkpoint):
 
     _, hf = hf_checkpoint("segmentation", image_size=64)
     manifest = export(hf, "onnx", tmp_path / "out", image_size=64)
-    entry = manifest["artifacts"][0]
-    assert manifest["model"]["checkpoint_source"] == "transformers:MobileViTV2ForSemanticSegmentation"
-    assert entry["parity"]["passed"]
-    session = ort.InferenceSession(str(tmp_path / "out" / entry["path"]))
+    entry = manifest.artifacts[0]
+    assert manifest.model["checkpoint_source"] == "transformers:MobileViTV2ForSemanticSegmentation"
+    assert entry.parity["passed"]
+    session = ort.InferenceSession(str(tmp_path / "out" / entry.path))
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     (got,) = session.run(None, {"pixel_values": x.numpy()})
     want = hf_forward(hf, x).numpy()
@@ -188,6 +188,7 @@ def test_localize_names_the_op_where_an_artifact_diverges(exported, tmp_path):
     from mvit2_export.api import load_reference_for_manifest
     from mvit2_export.data.images import parity_images
     from mvit2_export.exporters import get_exporter
+    from mvit2_export.manifest import ArtifactEntry, Manifest
     from mvit2_export.parity.localize import localize_artifact
 
     manifest = json.loads((exported / "manifest.json").read_text())
@@ -201,8 +202,10 @@ def test_localize_names_the_op_where_an_artifact_diverges(exported, tmp_path):
     init.CopyFrom(numpy_helper.from_array(w, init.name))
     bad = tmp_path / "bad.onnx"
     onnx.save(proto, str(bad))
-    model = load_reference_for_manifest(manifest)
-    loc = localize_artifact(model, get_exporter("onnx"), bad, entry, parity_images(64, 1, 0))
+    model = load_reference_for_manifest(Manifest.from_json(manifest))
+    loc = localize_artifact(
+        model, get_exporter("onnx"), bad, ArtifactEntry.from_json(entry), parity_images(64, 1, 0)
+    )
     assert loc.first_divergent is not None
     assert loc.first_divergent.name == victim.output[0], (loc.first_divergent, victim.output[0])
 
@@ -240,7 +243,7 @@ def test_bad_option_combinations_write_nothing(tmp_path, capsys, args, needle):
 def test_reexport_is_byte_identical(exported, tmp_path):
     first = json.loads((exported / "manifest.json").read_text())["artifacts"][0]
     again = export(None, "onnx", tmp_path / "again", "fp32", width=0.5, image_size=64, check=False)
-    assert again["artifacts"][0]["sha256"] == first["sha256"]
+    assert again.artifacts[0].sha256 == first["sha256"]
 
 
 def test_two_targets_exported_side_by_side(exported, tmp_path):

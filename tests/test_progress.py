@@ -15,7 +15,7 @@ from rich.console import Console
 from mvit2_export.api import model_summary, resolve_model
 from mvit2_export.cli.main import main
 from mvit2_export.cli.progress import progress
-from mvit2_export.manifest import SCHEMA, write_manifest
+from mvit2_export.manifest import Manifest, write_manifest
 
 ANSI = re.compile(r"\x1b\[")
 SPINNER = set("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏━")  # rich's default spinner frames and bar
@@ -30,7 +30,7 @@ def empty_out(tmp_path):
     model = resolve_model(None, "classification", 0.5)
     out = tmp_path / "out"
     out.mkdir()
-    write_manifest(out, {"schema": SCHEMA, "model": model_summary(model, 64), "artifacts": []})
+    write_manifest(out, Manifest(model=model_summary(model, 64)))
     return out
 
 

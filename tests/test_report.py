@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mvit2_export.manifest import Manifest
 from mvit2_export.report import build_figure, render_markdown, width_label
 
 pytest.importorskip("matplotlib")
@@ -29,7 +30,12 @@ def _entry(target, precision, top1, latency=None, status_passed=True, gated=True
 
 
 def _manifest(width=1.0, pytorch_ms=2243.0):
+    return Manifest.from_json(_manifest_json(width, pytorch_ms))
+
+
+def _manifest_json(width=1.0, pytorch_ms=2243.0):
     return {
+        "schema": 2,
         "model": {
             "width_multiplier": width,
             "task": "classification",
@@ -74,11 +80,11 @@ def test_the_plot_puts_parity_against_latency_on_a_log_axis_with_the_reference_m
 def test_before_bench_the_plot_still_shows_parity():
     import matplotlib.pyplot as plt
 
-    m = _manifest()
-    m.pop("reference_latency")
-    for a in m["artifacts"]:
+    data = _manifest_json()
+    data.pop("reference_latency")
+    for a in data["artifacts"]:
         a.pop("latency", None)
-    fig = build_figure(m)
+    fig = build_figure(Manifest.from_json(data))
     try:
         (bars,) = fig.axes
         assert len(bars.patches) == 4

@@ -4,7 +4,7 @@ on a phone, over adb.
 Per artifact: `adb push` it to /data/local/tmp, run `benchmark_model --graph=.. --num_threads=..
 --num_runs=.. --warmup_runs=..` with one delegate chosen (XNNPACK, GPU, NNAPI or none: one at a time, so
 a number belongs to one delegate; ops it does not take run on the built-in kernels), parse its output
-(`benchmark_model_output.py`) into `entry["device_latency"]["android"]` and the report. The binary is
+(`benchmark_model_output.py`) into `entry.device_latency["android"]` and the report. The binary is
 either already on the device (a device path, /data/local/tmp/benchmark_model by default) or pushed from
 a host path. adb missing, no device, or a failed run raise DeviceError (one line, exit 8).
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import DeviceError, UsageError
 from ..exporters import targets_for_device
-from ..manifest import read_manifest, verify_artifact, write_manifest
+from ..manifest import Manifest, read_manifest, verify_artifact, write_manifest
 from ..report import write_report
 from .benchmark_model_output import failure_reason, parse_benchmark_model_output
 
@@ -173,14 +173,14 @@ def bench_android(
     warmup: int = 5,
     delegate: str = "xnnpack",
     say: Callable[[str], None] = lambda _msg: None,
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[Manifest, list[str]]:
     """Run every .tflite of OUT on the device; returns the updated manifest and the skipped artifacts."""
     out = Path(out)
     flags = benchmark_flags(threads, runs, warmup, delegate)
     manifest = read_manifest(out)
     runs_here = targets_for_device("android")
-    entries = [a for a in manifest["artifacts"] if a["target"] in runs_here]
-    skipped = [a["path"] for a in manifest["artifacts"] if a["target"] not in runs_here]
+    entries = [a for a in manifest.artifacts if a.target in runs_here]
+    skipped = [a.path for a in manifest.artifacts if a.target not in runs_here]
     if not entries:
         raise UsageError(f"{out}: no .tflite artifact to run on Android (export with --target tflite)")
     exe = find_adb(adb)
@@ -197,7 +197,8 @@ def bench_android(
             result = run_benchmark_model(device, binary, remote, flags, path.name)
         finally:
             device.shell(["rm", "-f", remote])  # /data/local/tmp is not cleaned by the system
-        entry.setdefault("device_latency", {})["android"] = {
+        entry.device_latency = entry.device_latency or {}
+        entry.device_latency["android"] = {
             "runtime": RUNTIME,
             "device": model,
             "android_version": android,

@@ -1,5 +1,5 @@
 """`mvit2-export bench OUT --device mac`: `MLModel.predict` latency of every .mlpackage, per compute-units
-setting (CPU_ONLY, CPU_AND_GPU, CPU_AND_NE, ALL), stored in `entry["device_latency"]["mac"]`.
+setting (CPU_ONLY, CPU_AND_GPU, CPU_AND_NE, ALL), stored in `entry.device_latency["mac"]`.
 
 Each setting loads the package anew (`ct.models.MLModel(path, compute_units=..)`, its load time is
 recorded: Core ML compiles for the chosen units there), then times `predict` on one bundled photo with
@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import BackendMissingError, DeviceError, UsageError
 from ..exporters import targets_for_device
 from ..exporters.coreml import CoreMLExporter
-from ..manifest import read_manifest, verify_artifact, write_manifest
+from ..manifest import ArtifactEntry, Manifest, read_manifest, verify_artifact, write_manifest
 from ..report import write_report
 from .latency import measure_latency
 
@@ -45,7 +45,7 @@ def require_macos() -> None:
 
 
 def _time_predict(
-    path: Path, entry: dict[str, Any], image: Any, units: str, warmup: int, runs: int
+    path: Path, entry: ArtifactEntry, image: Any, units: str, warmup: int, runs: int
 ) -> dict[str, Any]:
     from PIL import Image
 
@@ -53,7 +53,7 @@ def _time_predict(
     from ..exporters.coreml.runner import CoreMLRunner
     from ..model.preprocess import images_to_pixel_values
 
-    names = list((entry.get("options") or {}).get("reference_outputs") or [])
+    names = list((entry.options or {}).get("reference_outputs") or [])
     t0 = time.perf_counter()
     runner = CoreMLRunner(path, names, units)
     load_s = time.perf_counter() - t0
@@ -66,7 +66,7 @@ def _time_predict(
 
 def bench_mac(
     out: str | Path, warmup: int = 5, runs: int = 20, say: Callable[[str], None] = lambda _msg: None
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[Manifest, list[str]]:
     """Time every .mlpackage of OUT per compute-units setting; returns the manifest and skipped artifacts."""
     require_macos()
     from ..data.images import parity_images
@@ -74,11 +74,11 @@ def bench_mac(
     out = Path(out)
     manifest = read_manifest(out)
     runs_here = targets_for_device("mac")
-    entries = [a for a in manifest["artifacts"] if a["target"] in runs_here]
-    skipped = [a["path"] for a in manifest["artifacts"] if a["target"] not in runs_here]
+    entries = [a for a in manifest.artifacts if a.target in runs_here]
+    skipped = [a.path for a in manifest.artifacts if a.target not in runs_here]
     if not entries:
         raise UsageError(f"{out}: no .mlpackage artifact to time (export with --target coreml)")
-    image = parity_images(int(manifest["model"]["image_size"]), n_photos=1, n_random=0)[0]
+    image = parity_images(int(manifest.model["image_size"]), n_photos=1, n_random=0)[0]
     device = f"{platform.machine()} macOS {platform.mac_ver()[0]}"
     for entry in entries:
         path = verify_artifact(out, entry)
@@ -86,7 +86,8 @@ def bench_mac(
         for units in COMPUTE_UNITS:
             say(f"{path.name}: MLModel.predict with {units}")
             per_units[units] = _time_predict(path, entry, image, units, warmup, runs)
-        entry.setdefault("device_latency", {})["mac"] = {
+        entry.device_latency = entry.device_latency or {}
+        entry.device_latency["mac"] = {
             "runtime": RUNTIME,
             "device": device,
             "warmup": warmup,

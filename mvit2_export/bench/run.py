@@ -12,7 +12,7 @@ import torch
 from ..api import Progress, load_reference_for_manifest
 from ..data.images import parity_images
 from ..exporters import get_exporter
-from ..manifest import read_manifest, verify_artifact, write_manifest
+from ..manifest import ArtifactEntry, Manifest, read_manifest, verify_artifact, write_manifest
 from ..model.preprocess import images_to_pixel_values
 from ..progress import ProgressEvent, as_listener
 from ..report import write_report
@@ -30,19 +30,19 @@ def bench(
     runs: int = 20,
     checkpoint: str | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Every runtime at its best threading (`threads` None: searched, see bench/threading.py; an int pins
     it). `progress` as in `export`: a "bench" event for PyTorch and one per artifact, then "done"."""
     listener, started = as_listener(progress), time.time()
 
-    def say(text: str, done: int, total: int, entry: dict[str, Any] | None = None) -> None:
-        target, precision = (entry["target"], entry["precision"]) if entry else (None, None)
+    def say(text: str, done: int, total: int, entry: ArtifactEntry | None = None) -> None:
+        target, precision = (entry.target, entry.precision) if entry else (None, None)
         listener(ProgressEvent("bench", text, done, total, target, precision).since(started))
 
     out = Path(out)
     manifest = read_manifest(out)
-    steps = 1 + len(manifest["artifacts"])
-    size = int(manifest["model"]["image_size"])
+    steps = 1 + len(manifest.artifacts)
+    size = int(manifest.model["image_size"])
     image = parity_images(size, n_photos=1, n_random=0)
     model = load_reference_for_manifest(manifest, checkpoint)
     x = torch.from_numpy(images_to_pixel_values(image))
@@ -57,15 +57,15 @@ def bench(
     with torch.no_grad():
         ref = best_threading(eager, "pytorch-eager", candidates, [{}], warmup, runs)
     torch.set_num_threads(before)
-    manifest["reference_latency"] = {**ref.to_dict(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
-    manifest["host"] = machine_facts()
-    for n, entry in enumerate(manifest["artifacts"], 1):
-        say(f"timing {entry['path']}", n, steps, entry)
+    manifest.reference_latency = {**ref.to_dict(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    manifest.host = machine_facts()
+    for n, entry in enumerate(manifest.artifacts, 1):
+        say(f"timing {entry.path}", n, steps, entry)
         path = verify_artifact(out, entry)
-        exporter = get_exporter(entry["target"])
+        exporter = get_exporter(entry.target)
         runner = exporter.load_runner(path, entry, candidates[0])
         if runner.runtime in NOT_TIMED:
-            entry["latency"] = {
+            entry.latency = {
                 "runtime": runner.runtime,
                 "median_ms": None,
                 "note": NOT_TIMED[runner.runtime],
@@ -76,7 +76,7 @@ def bench(
             r = exporter.load_runner(path, entry, k, **setting)
             return lambda: r.run(image)
 
-        entry["latency"] = best_threading(
+        entry.latency = best_threading(
             make, runner.runtime, candidates, exporter.bench_settings(), warmup, runs
         ).to_dict()
     write_manifest(out, manifest)

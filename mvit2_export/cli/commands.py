@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..errors import AuditError, UsageError
 from ..exporters import known_precisions, registered
+from ..manifest import Manifest
 from . import ui
 from .progress import progress
 
@@ -135,22 +136,20 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_artifacts(manifest: dict[str, Any]) -> None:
+def print_artifacts(manifest: Manifest) -> None:
     from ..report import parity_summary
 
     table = Table(title="artifacts")
     for col in ("artifact", "parity", "runtime", "max abs/scale", "cosine", "top-1/pixel", "audit"):
         table.add_column(col)
-    for a in manifest.get("artifacts", []):
+    for a in manifest.artifacts:
         s = parity_summary(a)
         audit = (
-            "ok"
-            if a.get("audit", {}).get("elementwise_attention")
-            else str(a.get("audit", {}).get("violations"))
+            "ok" if (a.audit or {}).get("elementwise_attention") else str((a.audit or {}).get("violations"))
         )
         fmt = lambda v, spec=".3g": "-" if v is None else format(v, spec)  # noqa: E731
         table.add_row(
-            a["path"],
+            a.path,
             s["status"],
             str(s["runtime"]),
             fmt(s["max_abs_rel"]),
@@ -159,7 +158,7 @@ def print_artifacts(manifest: dict[str, Any]) -> None:
             audit,
         )
     console.print(table)
-    if manifest.get("model", {}).get("untrained"):
+    if manifest.model.get("untrained"):
         console.print(
             "note: the model is UNTRAINED (embedded default, random weights): parity is real, labels are not"
         )
@@ -319,8 +318,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     with progress() as say:
         manifest = bench(args.path, args.threads, args.warmup, args.runs, args.checkpoint, progress=say)
-    ref = manifest["reference_latency"]
-    host = manifest.get("host") or {}
+    ref = manifest.reference_latency
+    host = manifest.host or {}
     console.print(
         f"host: {host.get('cpu')} ({', '.join(host.get('isa') or []) or 'no ISA flags read'}), "
         f"{host.get('usable_cores')} usable cores",
@@ -330,14 +329,14 @@ def run_bench(args: argparse.Namespace) -> int:
         f"pytorch eager: {ref['median_ms']:.2f} ms median (p90 {ref['p90_ms']:.2f}, {threading_text(ref)})",
         markup=False,
     )
-    for a in manifest["artifacts"]:
-        lat = a["latency"]
+    for a in manifest.artifacts:
+        lat = a.latency
         if lat.get("median_ms") is None:
-            console.print(f"{a['path']}: not timed ({lat.get('note')})", markup=False)
+            console.print(f"{a.path}: not timed ({lat.get('note')})", markup=False)
         else:
             ratio = lat["median_ms"] / ref["median_ms"]
             console.print(
-                f"{a['path']}: {lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f}, {threading_text(lat)}), "
+                f"{a.path}: {lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f}, {threading_text(lat)}), "
                 f"{ratio:.2f}x pytorch",
                 markup=False,
             )
@@ -381,20 +380,18 @@ def run_device_bench(args: argparse.Namespace) -> int:
     kind = ".tflite" if args.device == "android" else ".mlpackage"
     for path in skipped:
         console.print(f"{path}: skipped (--device {args.device} runs {kind} artifacts only)")
-    for a in manifest["artifacts"]:
-        r = (a.get("device_latency") or {}).get(args.device)
+    for a in manifest.artifacts:
+        r = (a.device_latency or {}).get(args.device)
         if r and args.device == "android":
             s = r["inference"]
             ms = lambda k, s=s: "-" if s.get(k) is None else f"{s[k] / 1e3:.2f}"  # noqa: E731
             console.print(
-                f"{a['path']}: {r['inference_avg_us'] / 1e3:.2f} ms avg (std {ms('std')}, min {ms('min')}, "
+                f"{a.path}: {r['inference_avg_us'] / 1e3:.2f} ms avg (std {ms('std')}, min {ms('min')}, "
                 f"max {ms('max')}, {s.get('count', 0):.0f} runs) on {r['device']}, {r['delegate']}, "
                 f"{r['threads']} threads"
             )
         elif r:
             for units, lat in r["compute_units"].items():
-                console.print(
-                    f"{a['path']}: {units} {lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f})"
-                )
+                console.print(f"{a.path}: {units} {lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f})")
     console.print(f"wrote {Path(args.path) / 'manifest.json'} and report.md")
     return 0

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import BackendMissingError, OutputExistsError, UsageError
+from ..manifest import ArtifactEntry
 from .options import OptionSpec
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -62,6 +63,10 @@ class Artifact:
     rewrites: list[dict[str, Any]]
     runtime: str
     options: dict[str, Any] = field(default_factory=dict)
+
+    def to_entry(self, root: Path | None = None) -> ArtifactEntry:
+        """Its manifest entry (sha256, size, audit and parity are added by the API)."""
+        return ArtifactEntry(**self.to_dict(root))
 
     def to_dict(self, root: Path | None = None) -> dict[str, Any]:
         return {
@@ -134,7 +139,7 @@ class Exporter(abc.ABC):
         """Write the artifact to `dest` atomically and describe it."""
 
     @abc.abstractmethod
-    def load_runner(self, path: Path, artifact: dict[str, Any], threads: int | None = None) -> Runner:
+    def load_runner(self, path: Path, artifact: ArtifactEntry, threads: int | None = None) -> Runner:
         """A runner for an artifact on disk; `artifact` is its manifest entry."""
 
     @abc.abstractmethod
@@ -150,14 +155,12 @@ class Exporter(abc.ABC):
         """The tool's metadata stored in the artifact (rewrites, preprocessing, checkpoint sha256), if any."""
         return {}
 
-    def intermediates(
-        self, path: Path, artifact: dict[str, Any], images: np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def intermediates(self, path: Path, artifact: ArtifactEntry, images: np.ndarray) -> dict[str, np.ndarray]:
         """Every intermediate tensor the runtime can expose, by value name, in execution order (for --localize)."""
         raise UsageError(f"--localize is not available for {self.target} artifacts yet")
 
     def lowered(
-        self, model: nn.Module, artifact: dict[str, Any], image_size: int
+        self, model: nn.Module, artifact: ArtifactEntry, image_size: int
     ) -> tuple[nn.Module, Callable[[np.ndarray], torch.Tensor]]:
         """The module this exporter lowered for `artifact` (rewritten, wrappers included; from the one
         `rewrites.prepare` cache) and how to turn uint8 RGB images into its input: what `check

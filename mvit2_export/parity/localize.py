@@ -293,5 +293,5 @@ def localize_artifact(
     reference = reference_intermediates(module, to_input(image[:1]))
     artifact = exporter.intermediates(path, entry, image[:1])
     if isinstance(artifact, ValueTrace):
-        return localize_by_value(reference, artifact, entry["precision"])
-    return localize(reference, artifact, entry["precision"])
+        return localize_by_value(reference, artifact, entry.precision)
+    return localize(reference, artifact, entry.precision)

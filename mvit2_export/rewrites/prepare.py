@@ -6,10 +6,11 @@
 
 Tracing and rewriting are the slow half of an export: fp32, fp16 and int8 of one model share one
 prepared program, and `check --localize` compares an artifact against the very program its exporter
-lowered (wrappers included). One cache, one rule: the entry is found by the model object (a weak
-reference, so an id reused by another model cannot hit) plus a fingerprint of its weights (sha1 of every
-tensor of its state dict, so a model edited in place is traced again), the pipeline, the example's shape
-and dtype, the batch mode and the wrapper.
+lowered (wrappers included). One cache, one rule: the entry is found by the model object (its id, checked
+against a weak reference; the entry's traced module keeps the model alive, so the id cannot be reused
+while cached) plus a fingerprint of its weights (sha1 of every tensor of its state dict, so a model
+edited in place is traced again), the pipeline, the example's shape and dtype, the batch mode and the
+wrapper.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mvit2_export.cli.main import main
-from mvit2_export.manifest import sha256_path, write_manifest
+from mvit2_export.manifest import MANIFEST, Manifest, sha256_path, write_json_atomic, write_manifest
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "benchmark_model"
 
@@ -65,7 +65,8 @@ def out_dir(tmp_path) -> Path:
         {"target": t, "precision": "fp32", "path": p, "sha256": sha256_path(out / p)}
         for t, p in (("tflite", "model_fp32.tflite"), ("onnx", "model_fp32.onnx"))
     ]
-    write_manifest(out, {"schema": 1, "model": model, "artifacts": artifacts})
+    # A schema-1 manifest (as the first releases wrote): still read by bench and check.
+    write_json_atomic(out / MANIFEST, {"schema": 1, "model": model, "artifacts": artifacts})
     return out
 
 
@@ -216,7 +217,7 @@ def test_out_without_tflite(out_dir, fake_adb, capsys):
     adb, calls = fake_adb
     manifest = json.loads((out_dir / "manifest.json").read_text())
     manifest["artifacts"] = manifest["artifacts"][1:]
-    write_manifest(out_dir, manifest)
+    write_manifest(out_dir, Manifest.from_json(manifest))
     assert main(["bench", str(out_dir), "--device", "android", "--adb", str(adb)]) == 2
     assert "no .tflite artifact" in capsys.readouterr().err
     assert calls() == []

@@ -86,15 +86,15 @@ def test_fp32_artifacts_are_about_four_bytes_per_parameter(target, hf_checkpoint
 
     folder, hf = hf_checkpoint("segmentation", image_size=128, width_multiplier=0.75)
     manifest = mvit2_export.export(folder, target, tmp_path / "out", "fp32", check=False)
-    entry = manifest["artifacts"][0]
-    params = manifest["model"]["parameters"]
+    entry = manifest.artifacts[0]
+    params = manifest.model["parameters"]
     assert params == sum(p.numel() for p in hf.parameters())
-    size = size_path(tmp_path / "out" / entry["path"])
-    assert entry["size_bytes"] == size
+    size = size_path(tmp_path / "out" / entry.path)
+    assert entry.size_bytes == size
     assert size <= 1.1 * 4 * params, f"{size / 1e6:.2f} MB for {params} parameters"
     if target == "onnx":
         import onnx
 
-        proto = onnx.load(str(tmp_path / "out" / entry["path"]))
+        proto = onnx.load(str(tmp_path / "out" / entry.path))
         assert "LayerNormalization" in {n.op_type for n in proto.graph.node}
         assert uniform_broadcast_constants(proto) == []

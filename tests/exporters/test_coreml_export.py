@@ -59,7 +59,7 @@ def exported(hf_checkpoint, exporter, tmp_path_factory):
 
 
 def _runner(exporter, artifact):
-    return exporter.load_runner(artifact.path, artifact.to_dict())
+    return exporter.load_runner(artifact.path, artifact.to_entry())
 
 
 # -- parity: reference and oracle ------------------------------------------------------------------

@@ -25,6 +25,7 @@ from mvit2_export import load_model
 from mvit2_export.cli.main import main
 from mvit2_export.exporters import get_exporter
 from mvit2_export.fixture import Recipe, trained_fixture
+from mvit2_export.manifest import ArtifactEntry
 from mvit2_export.parity.run import run_parity
 from mvit2_export.parity.thresholds import thresholds_for
 
@@ -86,7 +87,9 @@ def test_tflite_int8_reference_kernels_agree_with_xnnpack(int8_export, trained_c
     for module in TARGETS["tflite"]:
         pytest.importorskip(module)
     _, out, entry = int8_export("tflite")
-    runner = get_exporter("tflite").load_runner(out / entry["path"], entry, 2, kernels="reference")
+    runner = get_exporter("tflite").load_runner(
+        out / entry["path"], ArtifactEntry.from_json(entry), 2, kernels="reference"
+    )
     report = run_parity(load_model(trained_checkpoint), runner, "int8", Recipe().image_size)
     xnnpack = entry["parity"]["metrics"]["logits"]
     ref_kernels = report.metrics["logits"]

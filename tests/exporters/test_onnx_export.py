@@ -37,7 +37,7 @@ def exported(hf_checkpoint, tmp_path_factory):
             model = load_model(folder)
             dest = tmp_path_factory.mktemp(f"onnx-{task}") / "model.onnx"
             art = OnnxExporter().export(model, ExportOptions(image_size=SIZES[task]), dest)
-            cache[task] = (hf, model, art, OnnxExporter().load_runner(art.path, art.to_dict(), 1))
+            cache[task] = (hf, model, art, OnnxExporter().load_runner(art.path, art.to_entry(), 1))
         return cache[task]
 
     return get
@@ -116,7 +116,7 @@ def test_fp16(exported, tmp_path, task, fp16_io):
     assert art.inputs[0].dtype == ("float16" if fp16_io else "float32")
     proto = onnx.load(str(art.path))
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer)
-    runner = OnnxExporter().load_runner(art.path, art.to_dict(), 1)
+    runner = OnnxExporter().load_runner(art.path, art.to_entry(), 1)
     run_parity(model, runner, "fp16", SIZES[task]).raise_if_failed(f"onnx fp16 {task}")
 
 
@@ -134,7 +134,7 @@ def test_int8(exported, tmp_path, record_property, op_types):
     assert settings["reduce_range"]  # 7-bit weights: u8s8 kernels without VNNI saturate on trained weights
     producers = {o: n.op_type for n in onnx.load(str(art.path)).graph.node for o in n.output}
     assert producers["logits"] == "Gemm"  # a float classifier: the output is not quantized
-    runner = OnnxExporter().load_runner(art.path, art.to_dict(), 1)
+    runner = OnnxExporter().load_runner(art.path, art.to_entry(), 1)
     report = run_parity(model, runner, "int8", 64).to_dict()
     m = report["metrics"]["logits"]
     record_property("int8_agreement", {k: m[k] for k in ("top1", "top5", "cosine", "max_abs_rel")})

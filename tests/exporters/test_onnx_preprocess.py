@@ -36,7 +36,7 @@ def test_embedded_preprocessing_equals_reference(tmp_path):
     pre = json.loads({p.key: p.value for p in proto.metadata_props}["preprocessing"])
     assert pre["channel_order"] == "RGB" and pre["layout"] == "NHWC" and pre["embedded_in_graph"] is True
 
-    runner = OnnxExporter().load_runner(art.path, art.to_dict(), 1)
+    runner = OnnxExporter().load_runner(art.path, art.to_entry(), 1)
     run_parity(model, runner, "fp32", 64).raise_if_failed("onnx embedded preprocessing")
     images = parity_images(64, n_photos=2, n_random=1)  # also batch 3 through the dynamic axis
     got, ref = runner.run(images), reference_outputs(model, images)
@@ -50,5 +50,5 @@ def test_embedded_preprocessing_equals_reference(tmp_path):
             tmp_path / f"{precision}.onnx",
         )
         assert art.inputs[0].dtype == "uint8"
-        report = run_parity(model, OnnxExporter().load_runner(art.path, art.to_dict(), 1), precision, 64)
+        report = run_parity(model, OnnxExporter().load_runner(art.path, art.to_entry(), 1), precision, 64)
         assert report.passed, report.failures()  # int8 on random weights: reported, not gated

@@ -46,7 +46,7 @@ def exported(hf_checkpoint, tmp_path_factory):
 
 
 def runner(art, kernels: str = "xnnpack", threads: int = 2):
-    return TFLiteExporter().load_runner(art.path, art.to_dict(), threads, kernels)
+    return TFLiteExporter().load_runner(art.path, art.to_entry(), threads, kernels)
 
 
 @pytest.mark.parametrize("task", ["classification", "segmentation", "backbone"])

@@ -8,6 +8,7 @@ fails parity and localization names the corrupted conv or the op right after it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -20,7 +21,7 @@ from mvit2_export.api import export  # noqa: E402
 from mvit2_export.cli.main import main  # noqa: E402
 from mvit2_export.errors import ParityError  # noqa: E402
 from mvit2_export.exporters.tflite.flatbuffer import _builtin_names  # noqa: E402
-from mvit2_export.manifest import sha256_path  # noqa: E402
+from mvit2_export.manifest import sha256_path, write_manifest  # noqa: E402
 
 
 def corrupt_middle_conv(src, dest) -> tuple[int, set[int]]:
@@ -59,13 +60,13 @@ def out_with_corrupted_copy(tmp_path_factory):
         check=False,
         progress=lambda *a: steps.append(a),
     )
-    entry = manifest["artifacts"][0]
-    bad = dict(entry, path="corrupted.tflite")
-    k, consumers = corrupt_middle_conv(out / entry["path"], out / bad["path"])
-    bad["sha256"] = sha256_path(out / bad["path"])
-    manifest["artifacts"].append(bad)
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out, k, consumers, entry["path"], steps
+    entry = manifest.artifacts[0]
+    bad = dataclasses.replace(entry, path="corrupted.tflite")
+    k, consumers = corrupt_middle_conv(out / entry.path, out / bad.path)
+    bad.sha256 = sha256_path(out / bad.path)
+    manifest.artifacts.append(bad)
+    write_manifest(out, manifest)
+    return out, k, consumers, entry.path, steps
 
 
 def test_export_reports_its_steps(out_with_corrupted_copy):

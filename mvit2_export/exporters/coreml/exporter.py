@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ...errors import UsageError
+from ...manifest import ArtifactEntry
 from ...model.preprocess import images_to_pixel_values
 from ...progress import step
 from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
@@ -136,8 +137,8 @@ class CoreMLExporter(Exporter):
             },
         )
 
-    def load_runner(self, path: Path, artifact: dict[str, Any], threads: int | None = None) -> Runner:
-        opts = artifact.get("options", {}) if artifact else {}
+    def load_runner(self, path: Path, artifact: ArtifactEntry, threads: int | None = None) -> Runner:
+        opts = artifact.options if artifact else {}
         names = list(opts.get("reference_outputs") or _reference_outputs_from_spec(path))
         if can_predict():
             return CoreMLRunner(Path(path), names, opts.get("compute_units") or "ALL")
@@ -164,19 +165,17 @@ class CoreMLExporter(Exporter):
         return ane_audit(path)
 
     def lowered(
-        self, model: nn.Module, artifact: dict[str, Any], image_size: int
+        self, model: nn.Module, artifact: ArtifactEntry, image_size: int
     ) -> tuple[nn.Module, Callable[[np.ndarray], torch.Tensor]]:
         """The rewritten program inside its Core ML head; the image input's scale and BGR order are the
         reference preprocessing."""
         from .convert import prepare_program
 
-        argmax = bool((artifact.get("options") or {}).get("argmax_mask", False))
+        argmax = bool(artifact.options.get("argmax_mask", False))
         module = prepare_program(model, image_size, argmax).program.module()
         return module, lambda images: torch.from_numpy(images_to_pixel_values(images))
 
-    def intermediates(
-        self, path: Path, artifact: dict[str, Any], images: np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def intermediates(self, path: Path, artifact: ArtifactEntry, images: np.ndarray) -> dict[str, np.ndarray]:
         """Every op output of the saved program, executed by the MIL interpreter (program order)."""
         runner = MilReferenceRunner(Path(path), [])
         _, trace = runner.interp.run(runner.feed(images[0]), trace=True)

@@ -17,6 +17,7 @@ from torch import nn
 
 from ...data.images import calibration_images
 from ...errors import UsageError
+from ...manifest import ArtifactEntry
 from ...model.preprocess import images_to_pixel_values
 from ...progress import step
 from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
@@ -152,7 +153,7 @@ class OnnxExporter(Exporter):
         )
 
     def load_runner(
-        self, path: Path, artifact: dict[str, Any], threads: int | None = None, spinning: bool = True
+        self, path: Path, artifact: ArtifactEntry, threads: int | None = None, spinning: bool = True
     ) -> Runner:
         from .runner import OnnxRunner
 
@@ -183,12 +184,12 @@ class OnnxExporter(Exporter):
         return meta
 
     def lowered(
-        self, model: nn.Module, artifact: dict[str, Any], image_size: int
+        self, model: nn.Module, artifact: ArtifactEntry, image_size: int
     ) -> tuple[nn.Module, Callable[[np.ndarray], torch.Tensor]]:
         from ...rewrites.export import dynamic_batch_example
         from . import convert
 
-        embedded = artifact["inputs"][0]["name"] == "images"
+        embedded = artifact.inputs[0]["name"] == "images"
         prepared = convert.prepared(model, image_size, embedded)
         # torch.onnx.export traces the rewritten module again, and the ONNX value names are that trace's
         # node names: trace it the same way so the reference's names are the artifact's.
@@ -198,9 +199,7 @@ class OnnxExporter(Exporter):
             return module, lambda images: torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
         return module, lambda images: torch.from_numpy(images_to_pixel_values(images))
 
-    def intermediates(
-        self, path: Path, artifact: dict[str, Any], images: np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def intermediates(self, path: Path, artifact: ArtifactEntry, images: np.ndarray) -> dict[str, np.ndarray]:
         from .intermediates import onnx_intermediates
 
         return onnx_intermediates(Path(path), images)

@@ -13,6 +13,7 @@ from torch import nn
 from ... import __version__
 from ...data.images import calibration_images
 from ...errors import UsageError
+from ...manifest import ArtifactEntry
 from ...model import Preprocessor
 from ...model.preprocess import images_to_pixel_values
 from ...progress import step
@@ -176,11 +177,11 @@ class TFLiteExporter(Exporter):
         }
 
     def load_runner(
-        self, path: Path, artifact: dict[str, Any], threads: int | None = None, kernels: str | None = None
+        self, path: Path, artifact: ArtifactEntry, threads: int | None = None, kernels: str | None = None
     ) -> Runner:
         """`kernels`: "xnnpack" (default) or "reference"; else the artifact's `default_kernels` option."""
         self.check_available()
-        chosen = kernels or (artifact or {}).get("options", {}).get("default_kernels", "xnnpack")
+        chosen = kernels or (artifact.options if artifact else {}).get("default_kernels", "xnnpack")
         return LiteRTRunner(Path(path), artifact, threads, chosen)
 
     def op_histogram(self, path: Path) -> dict[str, int]:
@@ -190,10 +191,10 @@ class TFLiteExporter(Exporter):
         return read_metadata(Path(path))
 
     def lowered(
-        self, model: nn.Module, artifact: dict[str, Any], image_size: int
+        self, model: nn.Module, artifact: ArtifactEntry, image_size: int
     ) -> tuple[nn.Module, Callable[[np.ndarray], torch.Tensor]]:
         """The rewritten body inside its NHWC layout wrapper, as litert-torch converted it."""
-        embedded = artifact["inputs"][0]["name"] == "images"
+        embedded = artifact.inputs[0]["name"] == "images"
         module, _ = convert.lowered_module(model, image_size, embedded)
         if embedded:
             return module, lambda images: torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
@@ -201,7 +202,7 @@ class TFLiteExporter(Exporter):
             np.ascontiguousarray(images_to_pixel_values(images).transpose(0, 2, 3, 1))
         )
 
-    def intermediates(self, path: Path, artifact: dict[str, Any], images: np.ndarray) -> ValueTrace:
+    def intermediates(self, path: Path, artifact: ArtifactEntry, images: np.ndarray) -> ValueTrace:
         """Every op output LiteRT preserves (builtin kernels), keyed OPTYPE#index: matched by value."""
         self.check_available()
         from .intermediates import tflite_intermediates

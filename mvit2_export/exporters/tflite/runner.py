@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ...manifest import ArtifactEntry
 from ..base import default_threads
 from .flatbuffer import read_metadata
 from .layout import to_reference_layout
@@ -39,7 +40,7 @@ class LiteRTRunner:
     def __init__(
         self,
         path: Path,
-        artifact: dict[str, Any] | None = None,
+        artifact: ArtifactEntry | None = None,
         threads: int | None = None,
         kernels: str = "xnnpack",
     ) -> None:
@@ -52,7 +53,7 @@ class LiteRTRunner:
         self.input_dtype = detail["dtype"]
         self.input_quant = detail["quantization"]  # (scale, zero point); scale 0 = not quantized
         self.output_names: list[str] = meta.get("output_names") or list(sigs[self.signature]["outputs"])
-        layouts = {t["name"]: t["layout"] for t in (artifact or {}).get("outputs", [])}
+        layouts = {t["name"]: t["layout"] for t in (artifact.outputs if artifact else [])}
         self.layouts: dict[str, str] = layouts or meta.get("output_layouts", {})
         self.kernels = kernels
 

@@ -100,9 +100,8 @@ class Exporter(abc.ABC):
     precision_notes: ClassVar[dict[str, str]] = {}  # what a precision only this target has means (--help)
     # precision -> the parity rule class it is held to (parity/thresholds.py); default: its own name
     threshold_classes: ClassVar[dict[str, str]] = {}
-    pipeline: ClassVar[
-        str | tuple[str, ...]
-    ]  # the rewrite pipeline it lowers (a name in rewrites/pipelines.py, or ids)
+    # The rewrite pipeline it lowers: a name in rewrites/pipelines.py, or a tuple of rewrite ids.
+    pipeline: ClassVar[str | tuple[str, ...]]
     required_modules: ClassVar[tuple[str, ...]] = ()
     # The attention audit: ops that must not appear, and the transpose op with the most allowed.
     forbidden_ops: ClassVar[frozenset[str]] = frozenset()

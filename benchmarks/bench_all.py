@@ -41,7 +41,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -52,8 +52,7 @@ from torch import nn
 
 import mvit2_export
 from mvit2_export.api import resolve_model
-from mvit2_export.bench.interleaved import interleaved_latency
-from mvit2_export.bench.latency import LatencyResult
+from mvit2_export.bench.interleaved import Row, interleaved_latency
 from mvit2_export.bench.machine import cpu_flags, environment, machine_facts
 from mvit2_export.bench.roofline import GemmThroughput, gemm_probe, gemm_throughput, model_flops, roofline_ms
 from mvit2_export.bench.run import NOT_TIMED
@@ -160,21 +159,6 @@ def export_litert_minimal(ours: nn.Module, size: int, dest: Path) -> Path:
 
 
 # -- runners: name -> a zero-argument callable timed as one inference ----------------------------------
-
-
-@dataclass
-class Row:
-    case: str
-    backend: str  # pytorch, onnx, tflite, coreml
-    name: str
-    precision: str
-    role: str  # reference, baseline, ours
-    fn: Callable[[], Any] | None = None
-    export_s: float | None = None
-    size_mb: float | None = None
-    note: str = ""
-    latency: LatencyResult | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def megabytes(path: Path) -> float:
@@ -310,18 +294,14 @@ def run_case(case: Case, args: argparse.Namespace, work: Path) -> CaseResult:
     )
     marks.append(("end", time.perf_counter()))
     export_s = {name: marks[i + 1][1] - t for i, (name, t) in enumerate(marks[:-1])}
-    for entry in manifest["artifacts"]:
-        path = out / entry["path"]
-        exporter = get_exporter(entry["target"])
+    for entry in manifest.artifacts:
+        path = out / entry.path
+        exporter = get_exporter(entry.target)
         runner = exporter.load_runner(path, entry, threads)
-        fn = (
-            onnx_call(path, image, threads, runner)
-            if entry["target"] == "onnx"
-            else litert_call(runner, image)
-        )
-        name = "ours (onnxruntime)" if entry["target"] == "onnx" else "ours (LiteRT XNNPACK)"
+        fn = onnx_call(path, image, threads, runner) if entry.target == "onnx" else litert_call(runner, image)
+        name = "ours (onnxruntime)" if entry.target == "onnx" else "ours (LiteRT XNNPACK)"
         secs = export_s.get(path.name)
-        rows.append(row(entry["target"], name, entry["precision"], "ours", fn, secs, megabytes(path)))
+        rows.append(row(entry.target, name, entry.precision, "ours", fn, secs, megabytes(path)))
     for p in PRECISIONS:
         rows.append(
             row("coreml", "ours (Core ML)", p, "ours", note=f"not timed: {NOT_TIMED['mil-reference']}")
@@ -418,7 +398,7 @@ def measure_export_time(width: float, size: int, threads: int, work: Path) -> di
         "after_last_target_s": total - max(e.elapsed for e in events),
         "per_target_s": per_target,
         "steps": steps,
-        "artifacts": [e["path"] for e in manifest["artifacts"]],
+        "artifacts": [e.path for e in manifest.artifacts],
         "cli_serial_s": cli_export_wall(width, size, work, 1),
         "cli_default_s": cli_export_wall(width, size, work, None),
     }

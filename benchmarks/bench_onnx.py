@@ -99,7 +99,7 @@ def main() -> int:
         art = exporter.export(model, opts, work / f"{name.replace(' ', '_')}.onnx")
         export_s[f"ours {name}"] = time.perf_counter() - t0
         paths[f"ours {name}"] = art.path
-        runner = exporter.load_runner(art.path, art.to_dict(), args.threads)
+        runner = exporter.load_runner(art.path, art.to_entry(), args.threads)
         parity[name] = run_parity(model, runner, precision, size).to_dict()
 
     medians: dict[str, list[float]] = {k: [] for k in paths}

@@ -155,7 +155,7 @@ def main() -> None:
     lat = {k: latency(p, args.threads, args.runs) for k, p in paths.items()}
     parity = {
         k: run_parity(
-            model, ex.load_runner(arts[k].path, arts[k].to_dict(), args.threads), arts[k].precision, SIZE
+            model, ex.load_runner(arts[k].path, arts[k].to_entry(), args.threads), arts[k].precision, SIZE
         )
         for k in ("b", "c")
     }

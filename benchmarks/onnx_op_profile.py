@@ -74,7 +74,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="onnx-profile-"))
     paths = {"plain": export_plain(hf_model(model.config), 256, work / "plain.onnx")}
     manifest = export(model, "onnx", work / "ours", "fp32", check=False)
-    paths["ours"] = work / "ours" / manifest["artifacts"][0]["path"]
+    paths["ours"] = work / "ours" / manifest.artifacts[0].path
     prof = profile(paths, args.threads, args.runs, work)
     total = {k: sum(v[0].values()) / 1e3 for k, v in prof.items()}
     shared = {k: sum(v[0][op] for op in SHARED) / 1e3 for k, v in prof.items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,6 +18,24 @@ class Timed(Protocol):
     backend: str
     fn: Callable[[], Any] | None
     latency: LatencyResult | None
+
+
+@dataclass
+class Row:
+    """One runner of a benchmark: what it is (backend, precision, role beside the others), how to call it
+    once, and its latency once measured."""
+
+    case: str
+    backend: str  # pytorch, onnx, tflite, coreml
+    name: str
+    precision: str
+    role: str  # reference, baseline, ours
+    fn: Callable[[], Any] | None = None
+    export_s: float | None = None
+    size_mb: float | None = None
+    note: str = ""
+    latency: LatencyResult | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def interleaved_latency(rows: Sequence[Timed], threads: int, runs: int, rounds: int, warmup: int) -> None:

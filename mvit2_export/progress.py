@@ -48,14 +48,15 @@ def as_listener(progress: Callable[..., None] | None) -> Listener:
     if progress is None:
         return lambda _event: None
     try:
-        positional = [
-            p
-            for p in inspect.signature(progress).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-        ]
+        params = list(inspect.signature(progress).parameters.values())
     except (TypeError, ValueError):  # a builtin without a signature: assume the event form
-        positional = []
-    if len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in positional):
+        params = []
+    # The older form needs three positional arguments (or takes *args); `f(event, done=None, ...)` is
+    # an event listener that also accepts text.
+    required = [
+        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if len(required) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params):
         return lambda e: progress(e.step, e.done, e.total)
     return progress
 

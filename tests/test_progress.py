@@ -102,3 +102,19 @@ def test_export_reports_events_per_job_and_step_from_every_lane(tmp_path):
     }
     elapsed = [e.elapsed for e in events]
     assert elapsed[0] >= 0 and elapsed[-1] == max(elapsed)
+
+
+def test_a_listener_gets_events_and_the_older_three_argument_form_gets_text():
+    from mvit2_export.progress import ProgressEvent, as_listener
+
+    event = ProgressEvent("export", "exporting onnx fp32 -> m.onnx", 0, 2)
+    heard: list = []
+
+    def bar(event, done=None, total=None):  # the CLI's bar: an event listener that also takes text
+        heard.append(event)
+
+    as_listener(bar)(event)
+    as_listener(heard.append)(event)
+    as_listener(lambda step, done, total: heard.append((step, done, total)))(event)
+    as_listener(lambda *args: heard.append(args))(event)
+    assert heard == [event, event, (event.step, 0, 2), (event.step, 0, 2)]

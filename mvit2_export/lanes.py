@@ -140,12 +140,12 @@ def _collect(futures: dict[Future[Any], int], block: bool) -> Iterator[tuple[int
                 ) from exc
 
 
-def _relay(messages: Any, show: Callable[[int, str], None], stop: threading.Event) -> None:
+def _relay(messages: Any, show: Callable[[int, Any], None], stop: threading.Event) -> None:
     while not stop.is_set():
         try:
-            lane, step = messages.get(timeout=0.2)
+            lane, message = messages.get(timeout=0.2)
         except queue_mod.Empty:
             continue
         except (EOFError, OSError):  # queue closed at shutdown
             return
-        show(lane, step)
+        show(lane, message)

@@ -35,7 +35,9 @@ from .manifest import MANIFEST, ArtifactEntry, Manifest, sha256_path, size_path,
 from .model import MobileViTV2Config, Preprocessor, build_model, load_model
 from .model.checkpoint import CheckpointInfo, load_state_dict_strict, state_dict_sha256
 from .model.config import ARCHITECTURE_TASKS
+from .cpu import resolve_int8_isa
 from .model.finite import check_finite_forward
+from .parity.gate import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, GateSpec, build_gate
 from .progress import ProgressEvent, as_listener, reporting, step
 
 # The widths MobileViTV2 is published and tested at (ml-cvnets: 0.5 .. 2.0).
@@ -167,6 +169,11 @@ def export(
     threads: int | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+    validation_images: str | Path | None = None,
+    heldout_count: int | None = None,
+    int8_isa: str = "auto",
 ) -> Manifest:
     """Export to one or more targets and precisions; returns the manifest (also written to OUT/manifest.json).
 
@@ -175,6 +182,13 @@ def export(
     and its parity check start, stamped with the target, precision, lane and elapsed time (`done` of
     `total` artifacts finished), then a "done" event. Targets are exported side by side in `workers` processes (default:
     one per target, up to the cores); `workers=1` exports them one after another in this process.
+
+    int8 (and every precision an exporter holds to the int8 rules) is gated on held-out images, never the
+    calibration images (parity/gate.py): agreement with the reference >= `min_agreement`, and with a
+    labelled `validation_images` folder an accuracy drop <= `max_accuracy_drop`; without a folder, on
+    `heldout_count` built-in crops. When all-int8 misses, the exporter keeps its most sensitive layers in
+    float until the gate holds (exporters/int8_search.py). `int8_isa` is where the int8 model will run
+    (cpu.py; "auto": this host).
     """
     listener, started = as_listener(progress), time.time()
     targets = parse_targets(target)
@@ -187,7 +201,20 @@ def export(
     calib = Path(calibration_images) if calibration_images else None
     if calib is not None and not calib.is_dir():
         raise UsageError(f"{calib}: calibration images must be a directory")
+    isa = resolve_int8_isa(int8_isa)
+    spec = GateSpec(
+        min_agreement, max_accuracy_drop, Path(validation_images) if validation_images else None, heldout_count
+    )
+    spec.check(model.task)
+    gated = [p for t in targets for p in precisions if exporters[t].threshold_class(p) == "int8"]
+    if spec.validation_images is not None and not gated:
+        raise UsageError("--validation-images gates int8 artifacts, and no int8 precision was asked for")
     # Every (target, precision) is validated before anything is written: a bad combination costs nothing.
+    gate = None
+    if gated and check:  # held-out images and their reference outputs, once for every int8 job
+        with reporting(listener, None, None):
+            step("int8 gate: reference on held-out images")
+            gate = build_gate(model, size, spec)
     jobs = []
     for t in targets:
         for p in precisions:
@@ -198,6 +225,8 @@ def export(
                 calibration_images=calib,
                 force=force,
                 backend=dict((backend_options or {}).get(t, {})),
+                int8_isa=isa,
+                gate=gate if exporters[t].threshold_class(p) == "int8" else None,
             )
             exporters[t].check_options(options)
             jobs.append((t, options))
@@ -210,6 +239,13 @@ def export(
     manifest = Manifest(
         model=model_summary(model, size), tool={"name": "mvit2-export", "version": __version__}
     )
+    if gated:
+        manifest.model["int8_gate"] = {
+            **spec.to_dict(),
+            "source": gate.heldout.source if gate else None,
+            "int8_isa": isa,
+            "enforced": bool(gate and gate.active),
+        }
     write_manifest(out, manifest)
     plan = plan_lanes([t for t, _ in jobs], lanes, {t: e.cost for t, e in exporters.items()})
     finished = [0]  # read by the progress callback as steps start, in any lane
@@ -342,6 +378,9 @@ def _run_job(
         threads = state.threads or max(1, default_threads() // state.lanes)
         runner = exporter.load_runner(dest, entry, threads)
         report = run_parity(model, runner, p, options.image_size, rule=exporter.threshold_class(p))
+        if options.gate is not None:
+            say(ProgressEvent("parity", f"held-out gate of {dest.name}", target=t, precision=p))
+            report.heldout = options.gate(runner)
     except Exception as exc:  # noqa: BLE001 - the artifact stays listed, its parity says what broke
         failure = JobFailure.of(exc, dest.name, t, p, "parity")
         entry.parity = {"passed": False, "error": failure.message, "error_type": failure.error_type}

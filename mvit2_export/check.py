@@ -13,6 +13,7 @@ from .errors import DegenerateReferenceError, IntegrityError, Mvit2ExportError, 
 from .exporters import get_exporter
 from .exporters.base import default_threads
 from .manifest import ArtifactEntry, Manifest, read_manifest, verify_artifact
+from .parity.gate import AccuracyGate, GateSpec, build_gate
 from .parity.localize import localize_artifact
 from .parity.run import run_parity
 from .progress import ProgressEvent, as_listener
@@ -64,12 +65,14 @@ def check(
     threads: int | None = None,
     localize: bool = False,
     progress: Progress | None = None,
+    gate: dict[str, Any] | None = None,
 ) -> list[CheckResult]:
     """Check every artifact; returns one result each (see `raise_on_failure`).
 
     With `localize`, each artifact's intermediates are also compared with PyTorch's, op by op, and the
     result names the first operation that diverges. `progress` as in `export` (events "parity",
-    "localize", "done").
+    "localize", "done"). Artifacts held to the int8 rules are gated on held-out images as at export:
+    `gate` (min_agreement, max_accuracy_drop, validation_images, count) overrides what the export recorded.
     """
     listener, started = as_listener(progress), time.time()
 
@@ -82,6 +85,15 @@ def check(
     size = int(manifest.model["image_size"])
     results: list[CheckResult] = []
     per_entry = 2 if localize else 1
+    held: list[AccuracyGate] = []  # built on the first artifact that needs it
+
+    def heldout_gate() -> AccuracyGate:
+        if not held:
+            recorded = {k: v for k, v in (manifest.model.get("int8_gate") or {}).items() if v is not None}
+            spec = GateSpec.from_dict({**recorded, **(gate or {})})
+            held.append(build_gate(model, size, spec))
+        return held[0]
+
     for n, entry in enumerate(entries):
         label = (entry.path, entry.target, entry.precision)
         try:
@@ -98,6 +110,8 @@ def check(
             report = run_parity(
                 model, runner, entry.precision, size, rule=exporter.threshold_class(entry.precision)
             )
+            if exporter.threshold_class(entry.precision) == "int8":
+                report.heldout = heldout_gate()(runner)
             if localize:
                 say(
                     "localize",

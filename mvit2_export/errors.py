@@ -98,6 +98,11 @@ class ParityError(Mvit2ExportError):
     exit_code = 5
 
 
+class GateNotMetError(ParityError):
+    """int8 misses the held-out accuracy gate even with its most sensitive layers kept in float; nothing
+    was written. The message lists every configuration tried."""
+
+
 class DegenerateReferenceError(Mvit2ExportError):
     """Reference outputs that are all ~0 or the same for every input (e.g. transformers' default init):
     parity cannot say pass or fail."""

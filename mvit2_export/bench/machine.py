@@ -10,25 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cpu import cpu_flags
 from .threading import usable_cores
 
 # Extensions that decide fp32/int8 kernel choice (x86: AVX2/AVX-512/VNNI/AMX; ARM: dot product, i8mm).
 ISA_FLAGS = {"avx2", "fma", "f16c", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimddp", "i8mm", "sve"}
-
-
-def cpu_flags() -> tuple[str, set[str]]:
-    """(CPU model name, every flag /proc/cpuinfo lists); the platform's names where there is none."""
-    flags: set[str] = set()
-    model_name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                model_name = line.split(":", 1)[1].strip()
-            elif line.startswith(("flags", "Features")) and ":" in line:
-                flags.update(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return model_name, flags
 
 
 def machine_facts() -> dict[str, Any]:

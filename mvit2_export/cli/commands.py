@@ -48,8 +48,10 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
         help="uint8 RGB NHWC input; scaling, BGR flip and layout in the graph",
     )
     p.add_argument(
-        "--calibration-images", help="folder of images for int8 calibration (default: bundled photos)"
+        "--calibration-images",
+        help="folder of plain images for int8 calibration (default: crops of the left 70%% of the bundled photos)",
     )
+    add_gate_args(p, export=True)
     p.add_argument("--threads", type=int, help="runtime threads for parity checks")
     p.add_argument(
         "--jobs",
@@ -57,6 +59,46 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
         help="processes exporting targets side by side (default: one per target, up to the cores; 1 = serial)",
     )
     add_backend_args(p)
+
+
+def add_gate_args(p: argparse.ArgumentParser, export: bool) -> None:
+    """The int8 held-out gate (parity/gate.py); `check` defaults to what the export recorded."""
+    from ..cpu import INT8_ISAS
+    from ..parity.gate import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT
+
+    g = p.add_argument_group("int8 accuracy gate (held-out images, never the calibration images)")
+    recorded = "" if export else "; default: what the export recorded"
+    g.add_argument(
+        "--min-agreement",
+        type=float,
+        default=DEFAULT_MIN_AGREEMENT if export else None,
+        help=f"int8 agreement with the fp32 reference: top-1 (classifier), pixel (segmenter), cosine "
+        f"(backbone); default {DEFAULT_MIN_AGREEMENT:g}{recorded}",
+    )
+    g.add_argument(
+        "--validation-images",
+        help="folder with one subfolder per label name of the checkpoint (classifiers); default: "
+        f"built-in held-out crops{recorded}",
+    )
+    g.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=DEFAULT_MAX_ACCURACY_DROP if export else None,
+        help=f"with --validation-images: int8 accuracy at most this below fp32's; default "
+        f"{DEFAULT_MAX_ACCURACY_DROP:g}{recorded}",
+    )
+    g.add_argument(
+        "--heldout-count",
+        type=int,
+        help="built-in held-out images (default 500 crops; 48 mosaics for segmentation)" + recorded,
+    )
+    if export:
+        g.add_argument(
+            "--int8-isa",
+            default="auto",
+            choices=INT8_ISAS,
+            help="where the int8 model will run: decides e.g. 7-bit weights (x86-avx2 only); auto = this host",
+        )
 
 
 def precision_help() -> str:
@@ -124,6 +166,11 @@ def run_export(args: argparse.Namespace) -> int:
                 threads=args.threads,
                 progress=say,
                 workers=args.jobs,
+                min_agreement=args.min_agreement,
+                max_accuracy_drop=args.max_accuracy_drop,
+                validation_images=args.validation_images,
+                heldout_count=args.heldout_count,
+                int8_isa=args.int8_isa,
             )
         except Exception as exc:
             # Only the manifest this run wrote: an error about --out or the checkpoint prints nothing else.
@@ -140,7 +187,7 @@ def print_artifacts(manifest: Manifest) -> None:
     from ..report import parity_summary
 
     table = Table(title="artifacts")
-    for col in ("artifact", "parity", "runtime", "max abs/scale", "cosine", "top-1/pixel", "audit"):
+    for col in ("artifact", "parity", "runtime", "max abs/scale", "cosine", "top-1/pixel", "held-out", "audit"):
         table.add_column(col)
     for a in manifest.artifacts:
         s = parity_summary(a)
@@ -155,6 +202,7 @@ def print_artifacts(manifest: Manifest) -> None:
             fmt(s["max_abs_rel"]),
             fmt(s["cosine"], ".6f"),
             fmt(s["top1"]),
+            fmt(s["heldout"], ".4f"),
             audit,
         )
     console.print(table)
@@ -245,13 +293,27 @@ def add_check_args(p: argparse.ArgumentParser) -> None:
         "--localize", action="store_true", help="compare intermediates op by op; name the first divergent op"
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_gate_args(p, export=False)
 
 
 def run_check(args: argparse.Namespace) -> int:
     from ..check import check, raise_on_failure
 
+    gate = {
+        "min_agreement": args.min_agreement,
+        "max_accuracy_drop": args.max_accuracy_drop,
+        "validation_images": args.validation_images,
+        "count": args.heldout_count,
+    }
     with progress() as say:
-        results = check(args.path, args.checkpoint, args.threads, localize=args.localize, progress=say)
+        results = check(
+            args.path,
+            args.checkpoint,
+            args.threads,
+            localize=args.localize,
+            progress=say,
+            gate={k: v for k, v in gate.items() if v is not None},
+        )
     if args.json:
         rows = [{k: v for k, v in r.__dict__.items() if k != "error"} for r in results]
         print(json.dumps(rows, indent=2, default=str), file=ui.stdout)

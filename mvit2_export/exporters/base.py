@@ -49,6 +49,10 @@ class ExportOptions:
     calibration_images: Path | None = None
     force: bool = False
     backend: dict[str, Any] = field(default_factory=dict)  # target-specific: opset, deployment target, ...
+    # Where the int8 artifact will run (cpu.py INT8_ISAS, auto already resolved): decides e.g. 7-bit weights.
+    int8_isa: str = "x86-avx2"
+    # The int8 accuracy gate (`Gate`), for precisions held to int8; None when not checking.
+    gate: Gate | None = None
 
 
 @dataclass
@@ -79,6 +83,23 @@ class Artifact:
             "runtime": self.runtime,
             "options": self.options,
         }
+
+
+class GateVerdict(Protocol):
+    passed: bool  # the gate holds, or is not enforced (untrained weights)
+    met: bool  # the numbers meet the gate, enforced or not
+    agreement: float
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Gate(Protocol):
+    """The held-out accuracy gate (parity/gate.py: AccuracyGate), handed to exporters so an int8 export
+    can search for the fastest configuration that holds it (`exporters/int8_search.py`)."""
+
+    active: bool  # a miss fails the export (trained weights); else numbers are only reported
+
+    def __call__(self, runner: Runner) -> GateVerdict: ...
 
 
 class Runner(Protocol):

@@ -37,10 +37,12 @@ class ParityReport:
     gated: bool = True
     note: str = ""
     degenerate: str = ""  # why the reference outputs cannot be compared; empty when they can
+    heldout: Any = None  # the int8 accuracy gate's GateResult (parity/gate.py) on held-out images
 
     @property
     def passed(self) -> bool:
-        return not self.degenerate and (not self.gated or all(c.ok for c in self.checks))
+        photos = not self.gated or all(c.ok for c in self.checks)
+        return not self.degenerate and photos and (self.heldout is None or self.heldout.passed)
 
     @property
     def status(self) -> str:
@@ -60,10 +62,14 @@ class ParityReport:
             "status": self.status,
             "note": self.note,
             **({"degenerate": self.degenerate} if self.degenerate else {}),
+            **({"heldout": self.heldout.to_dict()} if self.heldout is not None else {}),
         }
 
     def failures(self) -> list[str]:
-        return [f"{c.metric}={c.value:.6g} (needs {c.to_dict()['rule']})" for c in self.checks if not c.ok]
+        out = [f"{c.metric}={c.value:.6g} (needs {c.to_dict()['rule']})" for c in self.checks if not c.ok]
+        if self.heldout is not None and not self.heldout.passed:
+            out += self.heldout.failures()
+        return out
 
     def raise_if_failed(self, label: str) -> None:
         if self.degenerate:

@@ -129,10 +129,12 @@ class OnnxExporter(Exporter):
                 step("int8 calibration and quantization")
                 fp32_path = tmp.with_name("fp32.onnx")
                 onnx.save(proto, str(fp32_path))
-                extra["int8"] = quantize.quantize_int8(
-                    fp32_path, tmp, graph.input_name, calib, embedded, int8_ops
+                q = quantize.OnnxInt8(
+                    fp32_path, tmp.parent, graph.input_name, calib, embedded, int8_ops, options.int8_isa
                 )
-                proto = onnx.load(str(tmp))
+                chosen = self._int8(q, options, fp32_path, dest.name, extra)
+                extra["int8"] = q.settings
+                proto = onnx.load(str(chosen))
             props = artifact_metadata(
                 model, options.image_size, embedded, options.precision, graph.rewrites, extra
             )
@@ -151,6 +153,30 @@ class OnnxExporter(Exporter):
             runtime=RUNTIME,
             options=extra,
         )
+
+    @staticmethod
+    def _int8(q: Any, options: ExportOptions, fp32_path: Path, label: str, extra: dict[str, Any]) -> Path:
+        """All-int8, or with a gate the fastest mixed-precision configuration that holds it."""
+        from ..int8_search import search
+        from .runner import OnnxRunner
+
+        if options.gate is None:
+            return q.quantize([])
+        result = search(
+            q.quantize,
+            lambda p: OnnxRunner(p, None, True),
+            q.quantizable_nodes(),
+            OnnxRunner(fp32_path, None, True),
+            q.images,
+            options.gate,
+            label,
+        )
+        extra["int8_search"] = result.to_dict()
+        chosen = result.trials[result.chosen].float_layers
+        q.settings["float_nodes"] = q.outputs_float + [
+            n for s in result.sensitivity if s.name in chosen for n in s.nodes
+        ]
+        return result.path
 
     def load_runner(
         self, path: Path, artifact: ArtifactEntry, threads: int | None = None, spinning: bool = True

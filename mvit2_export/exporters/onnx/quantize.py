@@ -122,56 +122,92 @@ def output_producers(proto: onnx.ModelProto) -> list[str]:
     return [n.name for n in proto.graph.node if outputs & set(n.output)]
 
 
-def quantize_int8(
-    fp32_path: Path,
-    out_path: Path,
-    input_name: str,
-    images: np.ndarray,
-    embedded: bool,
-    op_types: list[str] | None = list(INT8_OP_TYPES),  # noqa: B006 - never mutated
-) -> dict[str, Any]:
-    """Static QDQ, per-channel 7-bit weights, MinMax calibration, float outputs. Intermediates go next
-    to `out_path` (inside the exporter's atomic temp dir). Returns the settings used, for the manifest."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+def reduce_range_for(isa: str) -> bool:
+    """7-bit weights only where u8s8 kernels sum in saturating int16 (x86 without VNNI: see above)."""
+    return isa == "x86-avx2"
 
-    pre_path = out_path.with_name("preprocessed.onnx")
-    reader = type("Reader", (_ImageReader, CalibrationDataReader), {})(input_name, images, embedded)
-    settings: dict[str, Any] = {
-        "quant_format": "QDQ",
-        "per_channel": True,
-        "activation_type": "QUInt8",
-        "weight_type": "QInt8",
-        "reduce_range": True,  # 7-bit weights: no int16 saturation in u8s8 kernels without VNNI
-        "calibrate_method": "MinMax",
-        "op_types_to_quantize": op_types if op_types is not None else "all",
-        "calibration_images": len(images),
-    }
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=False)
-            excluded = output_producers(onnx.load(str(pre_path), load_external_data=False))
-            settings["float_nodes"] = excluded
-            quantize_static(
-                str(pre_path),
-                str(out_path),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                reduce_range=True,
-                calibrate_method=CalibrationMethod.MinMax,
-                op_types_to_quantize=op_types,
-                nodes_to_exclude=excluded,
-            )
-    except Exception as exc:
-        raise ExportError(f"int8 quantization failed: {str(exc).strip().splitlines()[0][:300]}") from exc
-    return settings
+
+class OnnxInt8:
+    """Static QDQ int8 of one fp32 model, quantized as often as the mixed-precision search asks: pre-
+    processing and calibration run once (onnxruntime's calibration cache), each `quantize(float_nodes)`
+    only re-inserts Q/DQ. Files go in `workdir` (inside the exporter's atomic temp dir)."""
+
+    def __init__(
+        self,
+        fp32_path: Path,
+        workdir: Path,
+        input_name: str,
+        images: np.ndarray,
+        embedded: bool,
+        op_types: list[str] | None,
+        isa: str,
+    ) -> None:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        self.workdir, self.input_name, self.images, self.embedded = workdir, input_name, images, embedded
+        self.op_types, self.isa = op_types, isa
+        self.pre_path = workdir / "preprocessed.onnx"
+        self.cache = workdir / "calibration.json"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quant_pre_process(str(fp32_path), str(self.pre_path), skip_symbolic_shape=False)
+        except Exception as exc:
+            raise ExportError(f"int8 pre-processing failed: {_first_line(exc)}") from exc
+        self.pre = onnx.load(str(self.pre_path), load_external_data=False)
+        self.outputs_float = output_producers(self.pre)
+        self.settings: dict[str, Any] = {
+            "quant_format": "QDQ",
+            "per_channel": True,
+            "activation_type": "QUInt8",
+            "weight_type": "QInt8",
+            "int8_isa": isa,
+            "reduce_range": reduce_range_for(isa),
+            "calibrate_method": "MinMax",
+            "op_types_to_quantize": op_types if op_types is not None else "all",
+            "calibration_images": len(images),
+            "float_nodes": self.outputs_float,
+        }
+
+    def _reader(self, images: np.ndarray) -> Any:
+        from onnxruntime.quantization import CalibrationDataReader
+
+        return type("Reader", (_ImageReader, CalibrationDataReader), {})(self.input_name, images, self.embedded)
+
+    def quantize(self, float_nodes: list[str]) -> Path:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        out = self.workdir / f"int8-{len(float_nodes)}f.onnx"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_static(
+                    str(self.pre_path),
+                    str(out),
+                    self._reader(self.images),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    reduce_range=reduce_range_for(self.isa),
+                    calibrate_method=CalibrationMethod.MinMax,
+                    op_types_to_quantize=self.op_types,
+                    nodes_to_exclude=self.outputs_float + list(float_nodes),
+                    calibration_cache_path=str(self.cache),
+                )
+        except Exception as exc:
+            raise ExportError(f"int8 quantization failed: {_first_line(exc)}") from exc
+        return out
+
+    def quantizable_nodes(self) -> list[str]:
+        """The nodes the quantizer would quantize, in execution order (the search's layer groups)."""
+        kinds = set(self.op_types) if self.op_types is not None else None
+        return [
+            n.name
+            for n in self.pre.graph.node
+            if (kinds is None or n.op_type in kinds) and n.name not in self.outputs_float
+        ]
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__

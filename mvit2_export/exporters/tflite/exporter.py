@@ -120,6 +120,11 @@ class TFLiteExporter(Exporter):
                 step("fp16 conversion")
                 flat = quantize.to_fp16(flat)
                 extra["quantizer"] = "ai-edge-quantizer FLOAT_CASTING (fp16 weights)"
+            elif mode == "static" and options.gate is not None:
+                step("int8 static calibration")
+                q = quantize.StaticInt8(flat, lowered.signature, lowered.input_name, calib, embedded)
+                flat = self._search(q, model, options, lowered, extra, tmp.parent, dest.name)
+                extra.update(q.info)
             elif mode is not None:
                 step(f"int8 {mode} quantization")
                 flat, info = quantize.to_int8(
@@ -151,6 +156,41 @@ class TFLiteExporter(Exporter):
             runtime=RUNTIME,
             options=extra,
         )
+
+    def _search(
+        self,
+        q: quantize.StaticInt8,
+        model: nn.Module,
+        options: ExportOptions,
+        lowered: convert.Lowered,
+        extra: dict[str, Any],
+        workdir: Path,
+        label: str,
+    ) -> bytes:
+        """The fastest static int8 that holds the held-out gate (exporters/int8_search.py)."""
+        from ..int8_search import search
+
+        meta = self._metadata(model, options, lowered, extra)  # the runner reads signature and layouts
+        trials: dict[Path, bytes] = {}
+
+        def write(flat: bytes, name: str) -> Path:
+            path = workdir / name
+            path.write_bytes(with_metadata(flat, meta))
+            return path
+
+        def quantize_to(float_ops: list[str]) -> Path:
+            flat = q.quantize(float_ops)
+            path = write(flat, f"int8-{len(trials)}.tflite")
+            trials[path] = flat
+            return path
+
+        runner = lambda p: LiteRTRunner(p)  # noqa: E731
+        fp32 = runner(write(q.flatbuffer, "fp32.tflite"))
+        result = search(quantize_to, runner, q.quantizable_ops(), fp32, q.images, options.gate, label)
+        extra["int8_search"] = result.to_dict()
+        chosen = result.trials[result.chosen].float_layers
+        extra["float_search_ops"] = [n for s in result.sensitivity if s.name in chosen for n in s.nodes]
+        return trials[result.path]
 
     @staticmethod
     def _metadata(

@@ -97,47 +97,91 @@ def to_int8(
 ) -> tuple[bytes, dict[str, Any]]:
     """static: int8 weights, activations and I/O (the runner quantizes the input), ranges from the
     calibration images; dynamic: int8 weights, activations quantized per inference by the kernels."""
-    from ai_edge_quantizer import qtyping, quantizer, recipe
-
-    qt = quantizer.Quantizer(bytearray(flatbuffer))
     if mode == "dynamic":
+        from ai_edge_quantizer import quantizer, recipe
+
+        qt = quantizer.Quantizer(bytearray(flatbuffer))
         qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
         return _run(qt, None), {"int8_mode": mode, "quantizer": "ai-edge-quantizer dynamic_wi8_afp32"}
     assert calib is not None
-    qt.add_static_config(
-        regex=".*",
-        operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-        activation_num_bits=8,
-        weight_num_bits=8,
-    )
-    for op in FLOAT_OPS:  # later rules win: these ops keep float kernels (Q/DQ around them)
-        qt.update_quantization_recipe(
-            regex=".*", operation_name=getattr(qtyping.TFLOperationName, op), algorithm_key="no_quantize"
-        )
-    stats = normalisation_statistics(flatbuffer)
-    if stats:  # an op's scope is its output tensor names joined and ended by ";"
-        qt.update_quantization_recipe(
-            regex="^(" + "|".join(re.escape(n) for n in stats) + ");$",
+    q = StaticInt8(flatbuffer, signature, input_name, calib, embedded)
+    return q.quantize([]), q.info
+
+
+class StaticInt8:
+    """Static int8 of one fp32 flatbuffer, as often as the mixed-precision search asks: calibration runs
+    once (for the all-int8 recipe, whose tensors are a superset of any recipe with more float ops);
+    `quantize(float_ops)` adds a `no_quantize` rule for those ops (named by their output tensors)."""
+
+    def __init__(
+        self, flatbuffer: bytes, signature: str, input_name: str, calib: np.ndarray, embedded: bool
+    ) -> None:
+        self.flatbuffer = flatbuffer
+        self.stats = normalisation_statistics(flatbuffer)
+        feeds = [{input_name: x} for x in pixel_feeds(calib, embedded)]
+        self.images = calib
+        self.info: dict[str, Any] = {
+            "int8_mode": "static",
+            "quantizer": "ai-edge-quantizer static_wi8_ai8 (true min/max, per-channel weights)",
+            "float_ops": list(FLOAT_OPS),
+            "float_normalisation_ops": len(self.stats),
+            "calibration_images": len(feeds),
+        }
+        qt = self._quantizer([])
+        noise = io.StringIO()  # a per-op report (stdout) and a tqdm bar (stderr) the CLI has its own for
+        with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise), warnings.catch_warnings():
+            # the calibrator keeps every tensor on purpose; LiteRT warns that this is a debugging mode
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+            self.ranges = _min_max_ranges(flatbuffer, qt, {signature: feeds})
+
+    def _quantizer(self, float_ops: list[str]) -> Any:
+        from ai_edge_quantizer import qtyping, quantizer
+
+        qt = quantizer.Quantizer(bytearray(self.flatbuffer))
+        qt.add_static_config(
+            regex=".*",
             operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-            algorithm_key="no_quantize",
+            activation_num_bits=8,
+            weight_num_bits=8,
         )
-    feeds = [{input_name: x} for x in pixel_feeds(calib, embedded)]
-    info = {
-        "int8_mode": mode,
-        "quantizer": "ai-edge-quantizer static_wi8_ai8 (true min/max, per-channel weights)",
-        "float_ops": list(FLOAT_OPS),
-        "float_normalisation_ops": len(stats),
-        "calibration_images": len(feeds),
-    }
-    noise = io.StringIO()  # a per-op report (stdout) and a tqdm bar (stderr) the CLI has its own for
-    with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise), warnings.catch_warnings():
-        # the calibrator keeps every tensor on purpose; LiteRT warns that this is a debugging mode
-        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
-        ranges = _min_max_ranges(flatbuffer, qt, {signature: feeds})
-        out = qt.quantize(ranges, enable_progress_report=False).quantized_model
-    if out is None:
-        raise ExportError("ai-edge-quantizer produced no model")
-    return repair_signature_outputs(bytes(out)), info
+        for op in FLOAT_OPS:  # later rules win: these ops keep float kernels (Q/DQ around them)
+            qt.update_quantization_recipe(
+                regex=".*", operation_name=getattr(qtyping.TFLOperationName, op), algorithm_key="no_quantize"
+            )
+        names = [*self.stats, *float_ops]
+        if names:  # an op's scope is its output tensor names joined and ended by ";"
+            qt.update_quantization_recipe(
+                regex="^(" + "|".join(re.escape(n) for n in names) + ");$",
+                operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                algorithm_key="no_quantize",
+            )
+        return qt
+
+    def quantize(self, float_ops: list[str]) -> bytes:
+        qt = self._quantizer(float_ops)
+        with contextlib.redirect_stdout(io.StringIO()):
+            out = qt.quantize(self.ranges, enable_progress_report=False).quantized_model
+        if out is None:
+            raise ExportError("ai-edge-quantizer produced no model")
+        return repair_signature_outputs(bytes(out))
+
+    def quantizable_ops(self) -> list[str]:
+        """Output tensor names of the ops the all-int8 recipe quantizes, in execution order."""
+        from ai_edge_litert.tools import flatbuffer_utils
+
+        model = flatbuffer_utils.read_model_from_bytearray(bytearray(self.flatbuffer))
+        names = _builtin_names()
+        codes = [names.get(max(c.builtinCode, c.deprecatedBuiltinCode)) for c in model.operatorCodes]
+        graph = model.subgraphs[0]
+        skip = set(self.stats)
+        out = []
+        for op in graph.operators:
+            if codes[op.opcodeIndex] in FLOAT_OPS or len(op.outputs) != 1:
+                continue
+            name = _name(graph.tensors[op.outputs[0]].name)
+            if name not in skip:
+                out.append(name)
+        return out
 
 
 def normalisation_statistics(flatbuffer: bytes) -> list[str]:

@@ -1,0 +1,198 @@
+"""Accuracy-aware mixed precision, the same loop for every target: quantize everything, and while the
+held-out gate is missed keep the most sensitive layer groups in float, one more group each step (then
+two), until the gate holds; the configuration kept is the first that holds it (the fewest float layers,
+so the fastest: every float group adds work and Q/DQ pairs; each trial's latency is measured and kept).
+
+Sensitivity is measured, one group at a time: the model with only that group int8 (the rest float), its
+outputs against the fp32 artifact's on calibration-band images (never the gate's held-out images, so
+the ranking is not tuned on what it is gated on), as SQNR in dB; the lowest SQNR is the most sensitive.
+Groups are contiguous runs of the quantizable ops in execution order (`GROUPS`).
+
+Measured on the trained 128 px fixture (ONNX, 500 held-out crops; all-int8 0.976): ranking single
+tensors by onnxruntime's QDQ debugging helper (qdq_loss_debug, local SQNR before/after each Q/DQ) found
+nothing: with 112 of 224 tensors float, agreement was 0.986. The group ablation found the stem and first
+stage (high resolution, small channel counts) and one float group of 12 met 0.99.
+
+Why a hand-written loop and not one library's: NNCF's `quantize_with_accuracy_control` (ONNX backend,
+nncf 3.4) covers ONNX only, measured the same all-int8 agreement as onnxruntime's quantizer (97.2% vs
+97.4% of 500 held-out crops, 64 px fixture), and its ranking re-validates per item; aimet-onnx 2.42
+requires torch 2.14 with a CUDA build (it cannot install beside torch 2.13); neural-compressor 3.x moved
+its ONNX path out of the package. ai-edge-quantizer (per-op recipes) and coremltools.optimize (op
+selection) select ops but have no search. The backends' own quantizers do every quantization.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import GateNotMetError
+from ..progress import step
+from .base import Gate, Runner
+
+GROUPS = 12  # layer groups the search ranks and keeps float (a group of ~5-25 ops at these widths)
+MAX_FLOAT_GROUPS = 6  # beyond half the layers in float, int8 has lost what it is for
+RANK_IMAGES = 16  # calibration-band images the ranking runs per group
+
+
+@dataclass
+class Sensitivity:
+    """One layer (or tensor) the search can keep in float: the backend node names that keeps float,
+    and its score (lower = more sensitive: SQNR in dB of the outputs with only this group int8)."""
+
+    name: str
+    nodes: list[str]
+    score: float
+    measure: str = "SQNR dB"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "score": round(float(self.score), 3), "measure": self.measure}
+
+
+@dataclass
+class Trial:
+    float_layers: list[str]
+    agreement: float
+    met: bool
+    latency_ms: float
+    gate: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "float_groups": len(self.float_layers),
+            "names": self.float_layers,
+            "agreement": self.agreement,
+            "met": self.met,
+            "latency_ms": round(self.latency_ms, 3),
+            "min_agreement": self.gate.get("min_agreement"),
+        }
+
+
+@dataclass
+class SearchResult:
+    path: Path
+    trials: list[Trial]
+    sensitivity: list[Sensitivity] = field(default_factory=list)
+    chosen: int = 0  # index into trials
+
+    def to_dict(self) -> dict[str, Any]:
+        chosen = self.trials[self.chosen]
+        return {
+            "float_groups": chosen.float_layers,
+            "why": (
+                "all-int8 met the held-out gate"
+                if not chosen.float_layers
+                else f"the {len(chosen.float_layers)} most sensitive layer group(s) (output "
+                f"{self.sensitivity[0].measure} with only that group int8) kept float: the fewest that "
+                "meet the held-out gate"
+            ),
+            "trials": [t.to_dict() for t in self.trials],
+            "chosen": self.chosen,
+            "sensitivity": [s.to_dict() for s in self.sensitivity],
+        }
+
+
+def latency_ms(runner: Runner, sample: np.ndarray, budget_s: float = 0.6, max_runs: int = 30) -> float:
+    """Median batch-1 latency over a short budget (after one warm-up): a comparison between the trials of
+    one search on one host, not a benchmark (benchmarks/ measures those)."""
+    runner.run(sample)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_runs and (len(times) < 3 or time.perf_counter() - start < budget_s):
+        t = time.perf_counter()
+        runner.run(sample)
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def groups_of(nodes: list[str], n: int = GROUPS) -> list[tuple[str, list[str]]]:
+    """`nodes` (quantizable, execution order) in n contiguous groups, named by position."""
+    n = max(1, min(n, len(nodes)))
+    out = []
+    for i in range(n):
+        chunk = nodes[i * len(nodes) // n : (i + 1) * len(nodes) // n]
+        if chunk:
+            out.append((f"group {i + 1}/{n} ({chunk[0]} .. {chunk[-1]}, {len(chunk)} ops)", chunk))
+    return out
+
+
+def output_sqnr(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+    """Signal-to-noise of all outputs in dB (inf when identical)."""
+    sig = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in ref)
+    noise = sum(float(np.sum((r.astype(np.float64) - g) ** 2)) for r, g in zip(ref, got, strict=True))
+    if not np.isfinite(noise):
+        return -math.inf
+    return math.inf if noise == 0 else 10 * math.log10(max(sig, 1e-30) / noise)
+
+
+def rank_groups(
+    groups: list[tuple[str, list[str]]],
+    quantize: Callable[[list[str]], Path],
+    runner_for: Callable[[Path], Runner],
+    reference: list[np.ndarray],
+    images: np.ndarray,
+) -> list[Sensitivity]:
+    """Each group alone in int8 (every other group float), most harmful first."""
+    ranked = []
+    everything = [n for _, nodes in groups for n in nodes]
+    for name, nodes in groups:
+        own = set(nodes)
+        path = quantize([n for n in everything if n not in own])
+        got = runner_for(path).run(images)
+        ranked.append(Sensitivity(name, nodes, output_sqnr(reference, got)))
+        path.unlink(missing_ok=True)
+    return sorted(ranked, key=lambda s: s.score)
+
+
+def search(
+    quantize: Callable[[list[str]], Path],
+    runner_for: Callable[[Path], Runner],
+    nodes: list[str],
+    fp32: Runner,
+    rank_images: np.ndarray,
+    gate: Gate,
+    label: str,
+) -> SearchResult:
+    """The first configuration (all-int8, then the 1, 2, 3, 4, 6 most sensitive groups in float) whose
+    held-out numbers meet the gate. Raises GateNotMetError when none does and the gate is enforced; when
+    it is not (untrained weights) all-int8 is kept and its numbers reported. `fp32` runs the float
+    artifact (the ranking's reference); `quantize(float_nodes)` writes a new file each call."""
+    trials: list[Trial] = []
+    sample = rank_images[:1]
+
+    def trial(names: list[str], float_nodes: list[str]) -> Path:
+        path = quantize(float_nodes)
+        runner = runner_for(path)
+        verdict = gate(runner)
+        trials.append(Trial(names, verdict.agreement, verdict.met, latency_ms(runner, sample), verdict.to_dict()))
+        return path
+
+    step("int8 held-out gate: all layers int8")
+    path = trial([], [])
+    if trials[-1].met or not gate.active:
+        return SearchResult(path, trials)
+    groups = groups_of(nodes)
+    step(f"int8 sensitivity of {len(groups)} layer groups")
+    images = rank_images[:RANK_IMAGES]
+    ranked = rank_groups(groups, quantize, runner_for, fp32.run(images), images)
+    for k in (1, 2, 3, 4, 6):
+        if k > min(MAX_FLOAT_GROUPS, len(ranked)):
+            break
+        chosen = ranked[:k]
+        step(f"int8 held-out gate: {k} most sensitive group(s) float")
+        path = trial([s.name for s in chosen], [n for s in chosen for n in s.nodes])
+        if trials[-1].met:
+            return SearchResult(path, trials, ranked, len(trials) - 1)
+    tried = " | ".join(f"{len(t.float_layers)} float: {t.agreement:.4f}" for t in trials)
+    needs = trials[0].gate.get("min_agreement")
+    raise GateNotMetError(
+        f"{label}: int8 misses the held-out gate (agreement >= {needs}) even with the "
+        f"{len(trials[-1].float_layers)} most sensitive of {len(ranked)} layer groups in float; tried "
+        f"{tried} (groups float: agreement); no int8 artifact written"
+    )

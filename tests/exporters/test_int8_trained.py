@@ -1,15 +1,11 @@
-"""int8 on a trained model: ONNX and TFLite int8, exported through the CLI, are gated by the int8 rule and
-the verdict tells the truth (parity/thresholds.py: top-1 agreement >= 99% with the PyTorch reference).
+"""int8 on trained models, gated on held-out images (parity/gate.py), through the CLI.
 
-The trained fixture (mvit2_export/fixture.py: width 0.5 at 64 px, about 2 minutes on 2 cores) is built once
-and cached under ~/.cache/mvit2-export (MVIT2_EXPORT_CACHE). Training on a CPU is not bit-reproducible
-across hosts, so each host trains a slightly different model: on the AVX2 host the gate was tuned on, both
-targets agreed on 12/12 parity images; on an AVX-512 VNNI host (2026-12-03) both agree on 11/12 (ONNX
-cosine 0.9968 with 7-bit weights, 0.9977 with 8-bit: not the kernels). A 12-image gate holds only on the
-model it was tuned on; gating on held-out images is issue 14. What every host must show, and what these
-tests assert: the int8 rule is applied to trained weights, the manifest's verdict and the exit code match
-the measured numbers, and int8 stays close to fp32 (cosine >= 0.99; the broken paths fixed before gave
-0.46 for ONNX's int16 saturation and 0.63 for TFLite's moving-average ranges).
+The fixtures (mvit2_export/fixture.py): a classifier at width 0.5, 128 px (58% held-out accuracy, 10
+photo classes) and a DeepLabV3 segmenter on photo mosaics, trained once and cached under
+~/.cache/mvit2-export. Training on a CPU is not bit-reproducible across hosts, so each host has slightly
+different weights: the tests assert what must hold on any of them. The gate's built-in images are crops
+of the right 30% of the photos; calibration uses the left 70%. Whether the gate generalises is tested on a
+second, independent held-out set the export never saw.
 """
 
 from __future__ import annotations
@@ -18,23 +14,31 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 from torch import nn
 
 from mvit2_export import load_model
 from mvit2_export.cli.main import main
 from mvit2_export.exporters import get_exporter
-from mvit2_export.fixture import Recipe, trained_fixture
+from mvit2_export.data.crops import HELDOUT_BAND, band_crops, load_photos
+from mvit2_export.fixture import SEGMENTATION, Recipe, trained_fixture
 from mvit2_export.manifest import ArtifactEntry
-from mvit2_export.parity.run import run_parity
-from mvit2_export.parity.thresholds import thresholds_for
+from mvit2_export.parity.run import reference_outputs, run_parity
 
 TARGETS = {"onnx": ("onnxruntime",), "tflite": ("litert_torch", "ai_edge_litert")}
+PHOTO_NAMES = load_photos()[1]
 
 
 @pytest.fixture(scope="session")
 def trained_checkpoint() -> Path:
     return trained_fixture()
+
+
+@pytest.fixture(scope="session")
+def segmenter_checkpoint() -> Path:
+    return trained_fixture(SEGMENTATION)
 
 
 @pytest.fixture(scope="session")
@@ -56,19 +60,115 @@ def int8_export(trained_checkpoint, tmp_path_factory):
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
-def test_int8_gate_on_the_trained_fixture_tells_the_truth(int8_export, target, record_property):
+def test_int8_holds_the_held_out_gate_and_generalises(int8_export, trained_checkpoint, target, record_property):
+    """Default gate: top-1 agreement >= 0.99 with the reference on 500 held-out crops; when all-int8
+    misses it the exporter keeps the most sensitive layer groups float. The artifact written then agrees on
+    500 further crops it was never gated on (>= 0.98: one gate's worth of sampling noise below)."""
     for module in TARGETS[target]:
         pytest.importorskip(module)
-    code, _, entry = int8_export(target)
-    parity = entry["parity"]
-    logits = parity["metrics"]["logits"]
-    record_property("int8_parity", {k: logits[k] for k in ("top1", "cosine", "max_abs_rel")})
-    assert entry["precision"] == "int8" and parity["precision"] == "int8"
-    assert parity["gated"], parity["note"]  # a trained checkpoint: the int8 rule applies
-    gate = thresholds_for("int8")["top1"]
-    assert parity["passed"] == (logits["top1"] >= gate), parity["checks"]
-    assert code == (0 if parity["passed"] else 5)
-    assert logits["cosine"] >= 0.99 and logits["top1"] >= 0.75, logits  # breakage floor, not the gate
+    code, out, entry = int8_export(target)
+    assert code == 0, entry
+    held = entry["parity"]["heldout"]
+    record_property("heldout", held["agreement"])
+    assert held["gated"] and held["n_images"] >= 500 and held["agreement"] >= 0.99, held
+    assert "right 30%" in held["source"]
+    search = entry["options"]["int8_search"]
+    trials = search["trials"]
+    # the first configuration that meets the gate is the one kept; every earlier one missed it
+    assert trials[search["chosen"]]["met"] and not any(t["met"] for t in trials[: search["chosen"]])
+    assert search["chosen"] == len(trials) - 1
+    fresh, _ = band_crops(Recipe().image_size, 500, HELDOUT_BAND, seed=777)
+    model = load_model(trained_checkpoint)
+    ref = reference_outputs(model, fresh)[0].argmax(-1)
+    runner = get_exporter(target).load_runner(out / entry["path"], ArtifactEntry.from_json(entry), 2)
+    got = np.concatenate([runner.run(fresh[i : i + 50])[0] for i in range(0, 500, 50)]).argmax(-1)
+    record_property("fresh_heldout", float((got == ref).mean()))
+    assert (got == ref).mean() >= 0.98
+
+
+def test_trained_segmenter_int8_pixel_agreement_on_held_out_mosaics(segmenter_checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "out"
+    code = main(["--target", "onnx", "--checkpoint", str(segmenter_checkpoint), "--precision", "int8",
+                 "--out", str(out)])  # fmt: skip
+    (entry,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    held = entry["parity"]["heldout"]
+    assert held["metric"] == "pixel_agreement" and held["gated"] and "mosaics" in held["source"]
+    assert code == 0 and held["agreement"] >= 0.99, held
+
+
+def test_validation_folder_gates_the_accuracy_drop(trained_checkpoint, tmp_path):
+    """--validation-images: one subfolder per label name; accuracy against the labels is compared with
+    the reference's, and a non-image file is skipped and counted, not a crash."""
+    pytest.importorskip("onnxruntime")
+    folder = labelled_folder(tmp_path / "val", 60)
+    (folder / PHOTO_NAMES[0] / "notes.txt").write_text("not an image")
+    (folder / PHOTO_NAMES[1] / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    code = main(["--target", "onnx", "--checkpoint", str(trained_checkpoint), "--precision", "int8",
+                 "--validation-images", str(folder), "--max-accuracy-drop", "0.05",
+                 "--min-agreement", "0.95", "--out", str(out)])  # fmt: skip
+    (entry,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    held = entry["parity"]["heldout"]
+    assert held["n_images"] == 60 and "2 unreadable" in held["source"]
+    assert held["accuracy_reference"] is not None and held["accuracy"] is not None
+    drop = held["accuracy_reference"] - held["accuracy"]
+    assert entry["parity"]["passed"] == (drop <= 0.05 + 1e-12 and held["agreement"] >= 0.95)
+    assert code == (0 if entry["parity"]["passed"] else 5)
+    # check re-runs the same gate (the manifest records the folder and limits)
+    assert main(["check", str(out)]) == code
+
+
+def test_gate_that_cannot_be_met_writes_nothing(trained_checkpoint, tmp_path, capsys):
+    """The trained backbone held to cosine 1.0 exactly: int8 never gets there, however many layer groups
+    stay float (up to half); exit 5, the configurations tried are named, and no int8 file is left."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "out"
+    code = main(["--target", "onnx", "--checkpoint", str(trained_checkpoint), "--task", "backbone",
+                 "--precision", "int8", "--min-agreement", "1.0", "--heldout-count", "6",
+                 "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 5 and "tried" in err and "no int8 artifact written" in err, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["artifacts"] == [] and manifest["failed"][0]["error_type"] == "GateNotMetError"
+    assert not list(out.glob("*.onnx"))
+
+
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("unknown-label", "are not labels of the checkpoint"),
+        ("empty", "no label subfolders"),
+        ("no-images", "no readable images"),
+        ("backbone", "needs labels"),
+    ],
+)
+def test_bad_validation_folders_are_one_line_usage_errors(case, expect, trained_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "val"
+    folder.mkdir()
+    args = ["--target", "onnx", "--checkpoint", str(trained_checkpoint), "--precision", "int8"]
+    if case == "unknown-label":
+        (folder / "not-a-label").mkdir()
+    elif case == "no-images":
+        (folder / PHOTO_NAMES[0]).mkdir()
+        (folder / PHOTO_NAMES[0] / "readme.md").write_text("x")
+    elif case == "backbone":
+        labelled_folder(folder, 4)
+        args += ["--task", "backbone"]
+    code = main([*args, "--validation-images", str(folder), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and expect in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def labelled_folder(folder: Path, n: int) -> Path:
+    """n held-out crops saved as JPEGs under <photo name>/ (the fixture's labels)."""
+    images, labels = band_crops(Recipe().image_size, n, HELDOUT_BAND, seed=4242)
+    for i, (im, label) in enumerate(zip(images, labels, strict=True)):
+        sub = folder / PHOTO_NAMES[label]
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im).save(sub / f"{i}.jpg", quality=95)
+    return folder
 
 
 def test_tflite_int8_keeps_every_normalisation_statistics_chain_float(int8_export, trained_checkpoint):

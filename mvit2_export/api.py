@@ -20,6 +20,7 @@ from torch import nn
 
 from . import __version__
 from .audit import audit_histogram
+from .cpu import resolve_int8_isa
 from .errors import (
     CheckpointError,
     DegenerateReferenceError,
@@ -35,7 +36,6 @@ from .manifest import MANIFEST, ArtifactEntry, Manifest, sha256_path, size_path,
 from .model import MobileViTV2Config, Preprocessor, build_model, load_model
 from .model.checkpoint import CheckpointInfo, load_state_dict_strict, state_dict_sha256
 from .model.config import ARCHITECTURE_TASKS
-from .cpu import resolve_int8_isa
 from .model.finite import check_finite_forward
 from .parity.gate import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, GateSpec, build_gate
 from .progress import ProgressEvent, as_listener, reporting, step
@@ -203,7 +203,10 @@ def export(
         raise UsageError(f"{calib}: calibration images must be a directory")
     isa = resolve_int8_isa(int8_isa)
     spec = GateSpec(
-        min_agreement, max_accuracy_drop, Path(validation_images) if validation_images else None, heldout_count
+        min_agreement,
+        max_accuracy_drop,
+        Path(validation_images) if validation_images else None,
+        heldout_count,
     )
     spec.check(model.task)
     gated = [p for t in targets for p in precisions if exporters[t].threshold_class(p) == "int8"]

@@ -132,7 +132,11 @@ def heldout_set(recipe: Recipe, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
         return mosaics(recipe.image_size, n, HELDOUT_BAND, 10_000 + recipe.seed)
     photos, _ = load_photos()
     return random_crops(
-        photos, n, recipe.image_size, (recipe.train_fraction, 1.0), np.random.default_rng(10_000 + recipe.seed)
+        photos,
+        n,
+        recipe.image_size,
+        (recipe.train_fraction, 1.0),
+        np.random.default_rng(10_000 + recipe.seed),
     )
 
 

@@ -259,7 +259,9 @@ def build_figure(manifest: Manifest):
     timed = [p for p in points if p.latency_ms is not None and p.quality is not None]
     artifacts = [p for p in points if not p.reference]
     rows = max(len(artifacts), 2)
-    searches = [(a, a.options["int8_search"]) for a in manifest.artifacts if (a.options or {}).get("int8_search")]
+    searches = [
+        (a, a.options["int8_search"]) for a in manifest.artifacts if (a.options or {}).get("int8_search")
+    ]
     panels = (2 if timed else 1) + bool(searches)
     fig, axes = plt.subplots(
         1, panels, figsize=(6 * panels if timed else 7 + 5 * bool(searches), 0.45 * rows + 2.2), squeeze=False
@@ -356,8 +358,13 @@ def _plot_searches(ax: Any, searches: list[tuple[ArtifactEntry, dict[str, Any]]]
             ax.scatter(
                 t["latency_ms"], t["agreement"], s=60, color=color, facecolors=color if chosen else "none"
             )
-            ax.annotate(f"{t['float_groups']}f", (t["latency_ms"], t["agreement"]), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
+            ax.annotate(
+                f"{t['float_groups']}f",
+                (t["latency_ms"], t["agreement"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
         gate = trials[0].get("min_agreement")
         if gate is not None:
             ax.axhline(gate, color="#555555", linestyle=":", linewidth=0.8)

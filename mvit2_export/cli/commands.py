@@ -187,7 +187,16 @@ def print_artifacts(manifest: Manifest) -> None:
     from ..report import parity_summary
 
     table = Table(title="artifacts")
-    for col in ("artifact", "parity", "runtime", "max abs/scale", "cosine", "top-1/pixel", "held-out", "audit"):
+    for col in (
+        "artifact",
+        "parity",
+        "runtime",
+        "max abs/scale",
+        "cosine",
+        "top-1/pixel",
+        "held-out",
+        "audit",
+    ):
         table.add_column(col)
     for a in manifest.artifacts:
         s = parity_summary(a)

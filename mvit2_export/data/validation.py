@@ -98,5 +98,8 @@ def folder_heldout(folder: Path, id2label: dict[int, str], size: int) -> Heldout
         )
     note = f", {skipped} unreadable file(s) skipped" if skipped else ""
     return HeldoutSet(
-        np.stack(images), np.asarray(labels), f"folder {folder} ({len(images)} labelled images{note})", skipped
+        np.stack(images),
+        np.asarray(labels),
+        f"folder {folder} ({len(images)} labelled images{note})",
+        skipped,
     )

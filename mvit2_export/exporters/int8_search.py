@@ -170,7 +170,9 @@ def search(
         path = quantize(float_nodes)
         runner = runner_for(path)
         verdict = gate(runner)
-        trials.append(Trial(names, verdict.agreement, verdict.met, latency_ms(runner, sample), verdict.to_dict()))
+        trials.append(
+            Trial(names, verdict.agreement, verdict.met, latency_ms(runner, sample), verdict.to_dict())
+        )
         return path
 
     step("int8 held-out gate: all layers int8")

@@ -136,7 +136,13 @@ class AccuracyGate:
     def __init__(
         self, task: str, heldout: HeldoutSet, reference: list[np.ndarray], spec: GateSpec, trained: bool
     ) -> None:
-        self.task, self.heldout, self.reference, self.spec, self.trained = task, heldout, reference, spec, trained
+        self.task, self.heldout, self.reference, self.spec, self.trained = (
+            task,
+            heldout,
+            reference,
+            spec,
+            trained,
+        )
 
     @property
     def active(self) -> bool:

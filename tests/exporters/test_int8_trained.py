@@ -21,8 +21,8 @@ from torch import nn
 
 from mvit2_export import load_model
 from mvit2_export.cli.main import main
-from mvit2_export.exporters import get_exporter
 from mvit2_export.data.crops import HELDOUT_BAND, band_crops, load_photos
+from mvit2_export.exporters import get_exporter
 from mvit2_export.fixture import SEGMENTATION, Recipe, trained_fixture
 from mvit2_export.manifest import ArtifactEntry
 from mvit2_export.parity.run import reference_outputs, run_parity
@@ -60,7 +60,9 @@ def int8_export(trained_checkpoint, tmp_path_factory):
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
-def test_int8_holds_the_held_out_gate_and_generalises(int8_export, trained_checkpoint, target, record_property):
+def test_int8_holds_the_held_out_gate_and_generalises(
+    int8_export, trained_checkpoint, target, record_property
+):
     """Default gate: top-1 agreement >= 0.99 with the reference on 500 held-out crops; when all-int8
     misses it the exporter keeps the most sensitive layer groups float. The artifact written then agrees on
     500 further crops it was never gated on (>= 0.98: one gate's worth of sampling noise below)."""

@@ -172,7 +172,9 @@ class OnnxInt8:
     def _reader(self, images: np.ndarray) -> Any:
         from onnxruntime.quantization import CalibrationDataReader
 
-        return type("Reader", (_ImageReader, CalibrationDataReader), {})(self.input_name, images, self.embedded)
+        return type("Reader", (_ImageReader, CalibrationDataReader), {})(
+            self.input_name, images, self.embedded
+        )
 
     def quantize(self, float_nodes: list[str]) -> Path:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static

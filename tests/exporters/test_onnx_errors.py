@@ -81,13 +81,13 @@ def _tiny_graph() -> convert.Fp32Graph:
 def test_failure_mid_export_leaves_nothing(model, tmp_path, monkeypatch):
     """int8 writes intermediates (fp32, pre-processed, partial output): all go when quantization fails."""
 
-    def failing_quantize(fp32_path, out_path, *args, **kwargs):
-        assert fp32_path.exists()
-        out_path.write_bytes(b"half-written")
+    def failing_quantize(self, float_nodes):
+        assert self.pre_path.exists()  # the fp32 and pre-processed models are written by now
+        (self.workdir / "int8-0f.onnx").write_bytes(b"half-written")
         raise ExportError("int8 quantization failed: simulated")
 
     monkeypatch.setattr(convert, "fp32_graph", lambda *a, **k: _tiny_graph())
-    monkeypatch.setattr(quantize, "quantize_int8", failing_quantize)
+    monkeypatch.setattr(quantize.OnnxInt8, "quantize", failing_quantize)
     out = tmp_path / "out"
     with pytest.raises(ExportError, match="simulated"):
         OnnxExporter().export(model, ExportOptions(precision="int8", image_size=64), out / "m.onnx")

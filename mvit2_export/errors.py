@@ -7,6 +7,12 @@ and a non-zero exit, with a traceback only under --verbose.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of a library's exception message, for a one-line error (its type when empty)."""
+    text = str(exc).strip().splitlines()
+    return text[0][:limit] if text else type(exc).__name__
+
+
 class Mvit2ExportError(Exception):
     """Base class: a problem the user can act on, described in one line."""
 

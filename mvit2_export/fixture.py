@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.crops import HELDOUT_BAND, load_photos, mosaics, random_crops
+from .data.crops import HELDOUT_BAND, band_crops, load_photos, mosaics, random_crops
 from .model import MobileViTV2Config, build_model
 from .model.config import TASK_ARCHITECTURES
 from .model.preprocess import images_to_pixel_values
@@ -130,14 +130,7 @@ def heldout_set(recipe: Recipe, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """Crops (mosaics for segmentation) from the right part of each photo, never seen in training."""
     if recipe.task == "segmentation":
         return mosaics(recipe.image_size, n, HELDOUT_BAND, 10_000 + recipe.seed)
-    photos, _ = load_photos()
-    return random_crops(
-        photos,
-        n,
-        recipe.image_size,
-        (recipe.train_fraction, 1.0),
-        np.random.default_rng(10_000 + recipe.seed),
-    )
+    return band_crops(recipe.image_size, n, (recipe.train_fraction, 1.0), 10_000 + recipe.seed)
 
 
 def trained_fixture(recipe: Recipe | None = None, log: bool = False) -> Path:

@@ -81,6 +81,11 @@ class SearchResult:
     sensitivity: list[Sensitivity] = field(default_factory=list)
     chosen: int = 0  # index into trials
 
+    def float_nodes(self) -> list[str]:
+        """The backend node names the chosen configuration keeps float (beyond the backend's own)."""
+        chosen = set(self.trials[self.chosen].float_layers)
+        return [n for s in self.sensitivity if s.name in chosen for n in s.nodes]
+
     def to_dict(self) -> dict[str, Any]:
         chosen = self.trials[self.chosen]
         return {

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, first_line
 from .config import TASK_ARCHITECTURES, TASKS, MobileViTV2Config
 from .finite import check_finite_weights
 from .heads import build_model
@@ -73,7 +73,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from exc
+            raise CheckpointError(
+                f"{path}: not a readable safetensors file ({first_line(exc, 200)})"
+            ) from exc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -82,15 +84,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             "(weights_only=True); convert it to model.safetensors"
         ) from exc
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({_first_line(exc)})") from exc
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch weights file ({first_line(exc, 200)})"
+        ) from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a dict of tensors")
     return state
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 def adapt_keys(state: dict[str, torch.Tensor], task: str) -> dict[str, torch.Tensor]:
@@ -147,7 +146,7 @@ def resolve_checkpoint_dir(path_or_hub_id: str) -> tuple[Path, str]:
         local = snapshot_download(path_or_hub_id, allow_patterns=["*.json", "*.safetensors", "*.bin"])
     except Exception as exc:  # network errors come in many types; all mean the same to the user
         raise CheckpointError(
-            f"{path_or_hub_id}: could not download from the Hugging Face hub ({_first_line(exc)}); "
+            f"{path_or_hub_id}: could not download from the Hugging Face hub ({first_line(exc, 200)}); "
             f"download it on a machine with network access and pass the local directory"
         ) from exc
     return Path(local), path_or_hub_id

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.export import ExportedProgram
 
-from ..errors import ExportError
+from ..errors import ExportError, first_line
 from ..progress import step
 from .export import export_program
 from .manager import apply_pipeline, rewrite_module
@@ -90,7 +90,7 @@ def prepare(
     try:
         ep = export_program(traced, example, dynamic_batch=dynamic_batch)
     except Exception as exc:  # torch.export raises many types; report one line
-        raise ExportError(f"torch.export failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+        raise ExportError(f"torch.export failed: {first_line(exc)}") from exc
     step("rewrite pipeline")
     if reexport:
         program, results = apply_pipeline(ep, pipeline)  # raises RewriteError naming the rewrite

@@ -32,7 +32,7 @@ import onnx
 import torch
 from torch import nn
 
-from ...errors import ExportError
+from ...errors import ExportError, first_line
 from ...model.preprocess import EmbeddedPreprocessing
 from ...progress import step
 from ...rewrites import Prepared, prepare
@@ -111,7 +111,7 @@ def torch_to_onnx(
                 verbose=False,
             )
     except Exception as exc:  # the exporter raises many types; report one line
-        raise ExportError(f"torch.onnx.export failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+        raise ExportError(f"torch.onnx.export failed: {first_line(exc)}") from exc
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
     # Round-trip through a private temp dir: torch may write weights as external data; onnx.load folds
@@ -135,7 +135,7 @@ def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
             warnings.simplefilter("ignore")
             slim = onnxslim.slim(proto)
     except Exception as exc:
-        raise ExportError(f"onnxslim failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+        raise ExportError(f"onnxslim failed: {first_line(exc)}") from exc
     return slim if isinstance(slim, onnx.ModelProto) else proto
 
 
@@ -156,6 +156,4 @@ def check(proto: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(
-            f"the ONNX graph failed onnx.checker: {str(exc).strip().splitlines()[0][:300]}"
-        ) from exc
+        raise ExportError(f"the ONNX graph failed onnx.checker: {first_line(exc)}") from exc

@@ -172,10 +172,7 @@ class OnnxExporter(Exporter):
             label,
         )
         extra["int8_search"] = result.to_dict()
-        chosen = result.trials[result.chosen].float_layers
-        q.settings["float_nodes"] = q.outputs_float + [
-            n for s in result.sensitivity if s.name in chosen for n in s.nodes
-        ]
+        q.settings["float_nodes"] = q.outputs_float + result.float_nodes()
         return result.path
 
     def load_runner(

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ...errors import BackendMissingError, ExportError, UsageError
+from ...errors import BackendMissingError, ExportError, UsageError, first_line
 from ...model.preprocess import images_to_pixel_values
 
 # Why int8 failed on trained weights (33% top-1, cosine 0.46 on the first 128 px fixture): onnxruntime's
@@ -153,7 +153,7 @@ class OnnxInt8:
                 warnings.simplefilter("ignore")
                 quant_pre_process(str(fp32_path), str(self.pre_path), skip_symbolic_shape=False)
         except Exception as exc:
-            raise ExportError(f"int8 pre-processing failed: {_first_line(exc)}") from exc
+            raise ExportError(f"int8 pre-processing failed: {first_line(exc)}") from exc
         self.pre = onnx.load(str(self.pre_path), load_external_data=False)
         self.outputs_float = output_producers(self.pre)
         self.settings: dict[str, Any] = {
@@ -198,7 +198,7 @@ class OnnxInt8:
                     calibration_cache_path=str(self.cache),
                 )
         except Exception as exc:
-            raise ExportError(f"int8 quantization failed: {_first_line(exc)}") from exc
+            raise ExportError(f"int8 quantization failed: {first_line(exc)}") from exc
         return out
 
     def quantizable_nodes(self) -> list[str]:
@@ -209,7 +209,3 @@ class OnnxInt8:
             for n in self.pre.graph.node
             if (kinds is None or n.op_type in kinds) and n.name not in self.outputs_float
         ]
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__

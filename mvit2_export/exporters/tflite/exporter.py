@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -171,7 +172,10 @@ class TFLiteExporter(Exporter):
         from ..int8_search import search
 
         meta = self._metadata(model, options, lowered, extra)  # the runner reads signature and layouts
-        trials: dict[Path, bytes] = {}
+        # The search keeps the configuration it quantized last: hold only that one's bytes (without
+        # the metadata, which is written once the search's record is in it).
+        latest: dict[Path, bytes] = {}
+        numbers = itertools.count()
 
         def write(flat: bytes, name: str) -> Path:
             path = workdir / name
@@ -180,17 +184,17 @@ class TFLiteExporter(Exporter):
 
         def quantize_to(float_ops: list[str]) -> Path:
             flat = q.quantize(float_ops)
-            path = write(flat, f"int8-{len(trials)}.tflite")
-            trials[path] = flat
+            path = write(flat, f"int8-{next(numbers)}.tflite")  # LiteRT maps the file: never rewrite one
+            latest.clear()
+            latest[path] = flat
             return path
 
         runner = lambda p: LiteRTRunner(p)  # noqa: E731
         fp32 = runner(write(q.flatbuffer, "fp32.tflite"))
         result = search(quantize_to, runner, q.quantizable_ops(), fp32, q.images, options.gate, label)
         extra["int8_search"] = result.to_dict()
-        chosen = result.trials[result.chosen].float_layers
-        extra["float_search_ops"] = [n for s in result.sensitivity if s.name in chosen for n in s.nodes]
-        return trials[result.path]
+        extra["float_search_ops"] = result.float_nodes()
+        return latest[result.path]
 
     @staticmethod
     def _metadata(

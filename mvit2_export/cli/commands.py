@@ -276,8 +276,10 @@ def run_inspect(args: argparse.Namespace) -> int:
         verdict = "PASS" if audit["elementwise_attention"] else f"FAIL {audit['violations']}"
         console.print(f"attention audit: {verdict}; transposes: {audit['transpose_count']}")
         for finding in result.get("ane_audit") or []:
+            scope = finding.get("scope", "neural engine")  # the backend the finding is about
             console.print(
-                f"neural engine: [{finding.get('severity')}] {finding.get('rule')}: {finding.get('op_type')} {finding.get('op_name', '')}"
+                f"{scope}: [{finding.get('severity')}] {finding.get('rule')}: {finding.get('op_type')} {finding.get('op_name', '')}",
+                markup=False,
             )
         if result.get("rewrites"):
             fired = [

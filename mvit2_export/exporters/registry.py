@@ -10,7 +10,7 @@ import importlib
 from ..errors import BackendMissingError, UsageError
 from .base import Exporter
 
-BUILTIN = ("onnx", "coreml", "tflite")  # sub-packages of mvit2_export.exporters
+BUILTIN = ("onnx", "coreml", "tflite", "executorch")  # sub-packages of mvit2_export.exporters
 
 _REGISTRY: dict[str, type[Exporter]] = {}
 _loaded = False

@@ -1,0 +1,320 @@
+"""The ExecuTorch exporter: .pte programs delegated whole to XNNPACK (fp32, int8) or Core ML (fp32, fp16).
+
+Everything ExecuTorch-specific lives in this package: its rewrites (`rewrites/`), lowering, PT2E int8,
+the runners and the .pte reader. Modules that import executorch are imported where used, so the class
+(and `--help`, `--target all`, the missing-backend error) loads without the `executorch` extra.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ... import __version__
+from ...data.images import calibration_images
+from ...errors import UsageError
+from ...manifest import ArtifactEntry
+from ...model import Preprocessor
+from ...progress import step
+from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
+from ..options import OptionSpec
+from ..registry import register
+from .rewrites import PIPELINE
+
+BACKENDS = ("xnnpack", "coreml")
+BACKEND_PRECISIONS = {"xnnpack": ("fp32", "fp16", "int8"), "coreml": ("fp32", "fp16")}
+WHY_NOT = {
+    ("coreml", "int8"): "the Core ML delegate runs only on Apple hardware, so the held-out int8 gate "
+    "cannot run its int8 program here; use --target coreml --precision w8a8 (gated through the MIL "
+    "interpreter) or --executorch-backend xnnpack",
+}
+
+
+def backend_of(options: ExportOptions) -> str:
+    backend = str(options.backend.get("executorch_backend", "xnnpack"))
+    if backend not in BACKENDS:
+        raise UsageError(f"--executorch-backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    return backend
+
+
+def preprocessing_dict(image_size: int, embedded: bool) -> dict[str, Any]:
+    pre = Preprocessor.for_image_size(image_size).to_dict()
+    if embedded:
+        pre.update(do_rescale=False, do_flip_channel_order=False, channel_order="RGB", dtype="uint8")
+        pre["layout"] = "NHWC"
+    else:
+        pre.update(channel_order="BGR", dtype="float32", layout="NCHW")
+    pre["embedded_in_graph"] = embedded
+    return pre
+
+
+def _output_specs(model: nn.Module, module: nn.Module, example: torch.Tensor) -> list[TensorSpec]:
+    with torch.no_grad():
+        outs = module(example)
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    layout = {2: "NC", 3: "NLC", 4: "NCHW"}
+    return [
+        TensorSpec(name, list(o.shape), "float32", layout.get(o.dim(), ""))
+        for name, o in zip(model.output_names, outs, strict=True)
+    ]
+
+
+@register
+class ExecuTorchExporter(Exporter):
+    target: ClassVar[str] = "executorch"
+    extra: ClassVar[str] = "executorch"
+    suffix: ClassVar[str] = ".pte"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+    precision_notes: ClassVar[dict[str, str]] = {}
+    pipeline: ClassVar[tuple[str, ...]] = PIPELINE
+    required_modules: ClassVar[tuple[str, ...]] = ("executorch",)
+    # In the op histogram (pte.py): XNNPACK node types inside the delegate.
+    forbidden_ops: ClassVar[frozenset[str]] = frozenset(
+        {"XNNBatchMatrixMultiply", "XNNScaledDotProductAttention", "XNNStaticConstantPad"}
+    )
+    transpose_op: ClassVar[str | None] = "XNNStaticTranspose"
+    cost: ClassVar[int] = 5  # fp32 lowering at width 1.0 @ 256: ~25 s on 2 cores
+    color: ClassVar[str] = "#55A868"
+    option_specs: ClassVar[tuple[OptionSpec, ...]] = (
+        OptionSpec(
+            "--executorch-backend",
+            "executorch_backend",
+            "str",
+            "ExecuTorch delegate: the whole program runs in it",
+            choices=BACKENDS,
+            default="xnnpack",
+        ),
+    )
+
+    def calibrates(self, options: ExportOptions) -> bool:
+        return options.precision == "int8"
+
+    def check_options(self, options: ExportOptions) -> None:
+        super().check_options(options)
+        unknown = sorted(set(options.backend) - {"executorch_backend"})
+        if unknown:
+            raise UsageError(f"unknown executorch option(s) {unknown} (known: ['executorch_backend'])")
+        backend = backend_of(options)
+        if options.precision not in BACKEND_PRECISIONS[backend]:
+            raise UsageError(
+                f"--executorch-backend {backend} does not take {options.precision}: "
+                f"{WHY_NOT[(backend, options.precision)]}"
+            )
+
+    def export(self, model: nn.Module, options: ExportOptions, dest: Path) -> Artifact:
+        from . import lower
+        from .quantize import PT2EInt8
+
+        self.check_available()
+        self.check_options(options)
+        dest = Path(dest)
+        backend = backend_of(options)
+        embedded = options.embed_preprocessing
+        int8 = options.precision == "int8"
+        # Read calibration images before any work: a bad folder fails fast and writes nothing.
+        calib = calibration_images(options.calibration_images, options.image_size) if int8 else None
+        extra: dict[str, Any] = {"delegate_backend": backend, "executorch_version": _version()}
+        with atomic_output(dest, options.force) as tmp:
+            body = lower.prepared(model, options.image_size, embedded)
+            outputs = _output_specs(model, body.module, body.example)
+            if int8:
+                step("int8 PT2E calibration")
+                q = PT2EInt8(body.module, body.example, calib, embedded)
+                extra["int8"] = dict(q.settings, int8_isa=options.int8_isa)
+                program = self._int8(q, model, options, body.rewrites, extra, tmp.parent, dest.name)
+            else:
+                step("torch.export of the rewritten program")
+                half = options.precision == "fp16" and backend == "xnnpack"
+                program = lower.export(HalfPrecision(body.module) if half else body.module, body.example)
+            meta = self._metadata(model, options, body.rewrites, extra)
+            lowered = lower.to_pte(program, backend, options.precision, meta)
+            extra["delegation"] = lowered.delegation
+            tmp.write_bytes(lowered.buffer)
+
+        size = options.image_size
+        shape = [1, size, size, 3] if embedded else [1, 3, size, size]
+        name = "images" if embedded else "pixel_values"
+        return Artifact(
+            target=self.target,
+            precision=options.precision,
+            path=dest,
+            inputs=[
+                TensorSpec(name, shape, "uint8" if embedded else "float32", "NHWC" if embedded else "NCHW")
+            ],
+            outputs=outputs,
+            rewrites=body.rewrites,
+            runtime=f"executorch-{backend}",
+            options=extra,
+        )
+
+    def _int8(
+        self,
+        q: Any,
+        model: nn.Module,
+        options: ExportOptions,
+        rewrites: list[dict[str, Any]],
+        extra: dict[str, Any],
+        workdir: Path,
+        label: str,
+    ) -> Any:
+        """All-int8, or with a gate the fastest mixed-precision configuration that holds it. The search
+        ranks layer groups on PT2E's simulated int8 (the converted torch graph: seconds per group) and
+        gates every configuration it tries as a lowered .pte in the ExecuTorch runtime."""
+        from ..int8_search import search
+        from . import lower
+        from .runner import ExecuTorchRunner
+
+        if options.gate is None:
+            return q.quantize([])
+        meta = self._metadata(model, options, rewrites, extra)
+        programs: dict[Path, Any] = {}
+        numbers = itertools.count()
+
+        def write(program: Any, name: str) -> Path:
+            path = workdir / name
+            path.write_bytes(lower.to_pte(program, "xnnpack", options.precision, meta).buffer)
+            return path
+
+        def quantize_to(float_nodes: list[str]) -> Path:
+            program = q.quantize(float_nodes)
+            path = write(program, f"int8-{next(numbers)}.pte")
+            programs.clear()
+            programs[path] = program
+            return path
+
+        def simulate(float_nodes: list[str]) -> Runner:
+            return SimulatedInt8(q.quantize(float_nodes).module(), q.embedded)
+
+        fp32 = ExecuTorchRunner(write(lower.export(q.module, q.example), "fp32.pte"))
+        result = search(
+            quantize_to,
+            lambda p: ExecuTorchRunner(p),
+            q.quantizable_nodes(),
+            fp32,
+            q.images,
+            options.gate,
+            label,
+            rank_with=simulate,
+        )
+        extra["int8_search"] = result.to_dict()
+        extra["int8"]["float_nodes"] = result.float_nodes()
+        return programs[result.path]
+
+    @staticmethod
+    def _metadata(
+        model: nn.Module, options: ExportOptions, rewrites: list[dict[str, Any]], extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        ckpt = getattr(model, "checkpoint", None)
+        id2label = {str(k): v for k, v in (getattr(model.config, "id2label", None) or {}).items()}
+        return {
+            "task": model.task,
+            "precision": options.precision,
+            "image_size": options.image_size,
+            "output_names": list(model.output_names),
+            "id2label": id2label,
+            "preprocessing": preprocessing_dict(options.image_size, options.embed_preprocessing),
+            "delegate_backend": backend_of(options),
+            "checkpoint_sha256": (ckpt.sha256 if ckpt and ckpt.sha256 else ""),
+            "checkpoint_source": (ckpt.source if ckpt else ""),
+            "untrained": bool(ckpt.untrained) if ckpt else True,
+            "mvit2_export_version": __version__,
+            "rewrites": rewrites,
+            "export_options": {k: v for k, v in extra.items() if k != "int8_search"},
+        }
+
+    def load_runner(self, path: Path, artifact: ArtifactEntry, threads: int | None = None) -> Runner:
+        from .runner import load
+
+        self.check_available()
+        return load(Path(path), threads)
+
+    def op_histogram(self, path: Path) -> dict[str, int]:
+        from .pte import op_histogram
+
+        self.check_available()
+        return op_histogram(Path(path))
+
+    def metadata(self, path: Path) -> dict[str, Any]:
+        from .pte import read_metadata
+
+        self.check_available()
+        return read_metadata(Path(path))
+
+    def static_audit(self, path: Path) -> list[dict[str, Any]]:
+        """The delegation audit: every compute op inside one delegate, none on portable kernels."""
+        from .pte import op_histogram
+
+        hist = op_histogram(Path(path))
+        pieces = sum(n for op, n in hist.items() if op.startswith("delegate:"))
+        kernels = {op[len("kernel:") :]: n for op, n in hist.items() if op.startswith("kernel:")}
+        findings = []
+        if pieces != 1:
+            findings.append(_finding("one delegate piece", f"{pieces} delegate pieces"))
+        for op, n in sorted(kernels.items()):
+            findings.append(_finding("no portable-kernel fallback", f"{op} x{n}"))
+        return findings
+
+    def lowered(
+        self, model: nn.Module, artifact: ArtifactEntry, image_size: int
+    ) -> tuple[nn.Module, Callable[[np.ndarray], torch.Tensor]]:
+        from . import lower
+        from .quantize import model_inputs
+
+        embedded = artifact.inputs[0]["name"] == "images"
+        body = lower.prepared(model, image_size, embedded)
+        return body.module, lambda images: torch.cat(model_inputs(images, embedded))
+
+
+class HalfPrecision(nn.Module):
+    """fp16 for XNNPACK: fp16 weights and compute, fp32 in and out (the casts sit at the program's
+    ends). The Core ML delegate takes fp16 as a compute precision instead."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        import copy
+
+        self.body = copy.deepcopy(body).half()
+
+    def forward(self, x: torch.Tensor) -> Any:
+        out = self.body(x.half() if x.is_floating_point() else x)
+        return tuple(o.float() for o in out) if isinstance(out, (tuple, list)) else out.float()
+
+
+def _finding(rule: str, detail: str) -> dict[str, Any]:
+    return {"scope": "executorch delegation", "severity": "warning", "rule": rule, "op_type": detail}
+
+
+class SimulatedInt8:
+    """PT2E's converted graph run in torch (quantize/dequantize around each int8 op): what the int8
+    program computes, up to XNNPACK's rounding. The search ranks layer groups with it."""
+
+    runtime = "torch-pt2e-simulated"
+
+    def __init__(self, module: nn.Module, embedded: bool) -> None:
+        self.module = module
+        self.embedded = embedded
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        from .quantize import model_inputs
+
+        per_image = []
+        with torch.no_grad():
+            for x in model_inputs(images, self.embedded):
+                out = self.module(x)
+                per_image.append([o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))])
+        return [np.concatenate(parts).astype(np.float32) for parts in zip(*per_image, strict=True)]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("executorch")
+    except PackageNotFoundError:
+        return "unknown"

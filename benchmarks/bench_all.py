@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import copy
 import functools
+import importlib.util
 import math
 import shutil
 import subprocess
@@ -67,6 +68,8 @@ from bench_onnx import export_plain  # the same baseline as the ONNX benchmark
 from bench_tflite import decompose_group_norms, minimal_patches  # the TFLite benchmark's baseline
 
 HERE = Path(__file__).resolve().parent
+EXECUTORCH = importlib.util.find_spec("executorch") is not None
+OUR_TARGETS = "onnx,tflite,executorch" if EXECUTORCH else "onnx,tflite"
 PRECISIONS = ("fp32", "fp16", "int8")
 GEMM_PROBE_N = 1024  # ~2 GFLOP: a call as long as a small model's, timed in the same rounds
 # CPU features that decide which fp16/int8 kernels onnxruntime and XNNPACK can use.
@@ -159,6 +162,34 @@ def export_litert_minimal(ours: nn.Module, size: int, dest: Path) -> Path:
 
 
 # -- runners: name -> a zero-argument callable timed as one inference ----------------------------------
+
+
+def export_executorch_plain(model: nn.Module, size: int, dest: Path) -> Path:
+    """What a PyTorch user gets from ExecuTorch's own recipe: torch.export of transformers' model,
+    `to_edge_transform_and_lower` with the XNNPACK partitioner (47 delegate pieces at width 1.0)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    ep = torch.export.export(model, (torch.rand(1, 3, size, size),))
+    dest.write_bytes(
+        to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    )
+    return dest
+
+
+def executorch_baseline_call(path: Path, image: np.ndarray, threads: int) -> Callable[[], Any]:
+    from executorch.runtime import Runtime
+
+    from mvit2_export.exporters.executorch.runner import set_threads
+
+    set_threads(threads)  # before the first load only: see the runner
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    x = torch.from_numpy(images_to_pixel_values(image))
+
+    def run() -> Any:
+        return method.execute([x])
+
+    return run
 
 
 def megabytes(path: Path) -> float:
@@ -273,7 +304,23 @@ def run_case(case: Case, args: argparse.Namespace, work: Path) -> CaseResult:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         rows.append(row("tflite", name, "fp32", "baseline", note=f"failed: {first}"))
 
-    log("our artifacts (mvit2_export.export onnx,tflite fp32,fp16,int8)")
+    if EXECUTORCH:
+        log("ExecuTorch (XNNPACK) on transformers' unrewritten model")
+        t0 = time.perf_counter()
+        name = "ExecuTorch XNNPACK, transformers unrewritten"
+        try:
+            pte = export_executorch_plain(
+                Logits(transformers_twin(ours)).eval(), case.size, work / f"{tag}-plain.pte"
+            )
+            fn = executorch_baseline_call(pte, image, threads)
+            rows.append(
+                row("executorch", name, "fp32", "baseline", fn, time.perf_counter() - t0, megabytes(pte))
+            )
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            rows.append(row("executorch", name, "fp32", "baseline", note=f"failed: {first}"))
+
+    log(f"our artifacts (mvit2_export.export {OUR_TARGETS} fp32,fp16,int8)")
     out = work / tag
     marks: list[tuple[str, float]] = []
 
@@ -284,7 +331,7 @@ def run_case(case: Case, args: argparse.Namespace, work: Path) -> CaseResult:
 
     manifest = mvit2_export.export(
         ours,
-        "onnx,tflite",
+        OUR_TARGETS,
         out,
         ",".join(PRECISIONS),
         image_size=case.size,
@@ -298,8 +345,12 @@ def run_case(case: Case, args: argparse.Namespace, work: Path) -> CaseResult:
         path = out / entry.path
         exporter = get_exporter(entry.target)
         runner = exporter.load_runner(path, entry, threads)
-        fn = onnx_call(path, image, threads, runner) if entry.target == "onnx" else litert_call(runner, image)
-        name = "ours (onnxruntime)" if entry.target == "onnx" else "ours (LiteRT XNNPACK)"
+        if entry.target == "onnx":
+            fn, name = onnx_call(path, image, threads, runner), "ours (onnxruntime)"
+        elif entry.target == "executorch":
+            fn, name = (lambda r=runner: r.run(image)), "ours (ExecuTorch XNNPACK)"
+        else:
+            fn, name = litert_call(runner, image), "ours (LiteRT XNNPACK)"
         secs = export_s.get(path.name)
         rows.append(row(entry.target, name, entry.precision, "ours", fn, secs, megabytes(path)))
     for p in PRECISIONS:
@@ -452,6 +503,27 @@ TARGETS = (
         "TFLite int8 speed-up over our fp32",
         ("tflite", "ours", "fp32"),
         ("tflite", "ours", "int8"),
+        ">= 2x",
+        -2.0,
+    ),
+    (
+        "ExecuTorch fp32 ours / our TFLite (LiteRT XNNPACK)",
+        ("executorch", "ours", "fp32"),
+        ("tflite", "ours", "fp32"),
+        "<= 1.0",
+        1.0,
+    ),
+    (
+        "ExecuTorch fp32 ours / ExecuTorch on transformers",
+        ("executorch", "ours", "fp32"),
+        ("executorch", "baseline", "fp32"),
+        "<= 0.8",
+        0.8,
+    ),
+    (
+        "ExecuTorch int8 speed-up over our fp32",
+        ("executorch", "ours", "fp32"),
+        ("executorch", "ours", "int8"),
         ">= 2x",
         -2.0,
     ),

@@ -12,11 +12,17 @@ from pathlib import Path
 import mvit2_export
 
 PACKAGE = Path(mvit2_export.__file__).parent
-TARGET_NAME = re.compile(r"[\"'](onnx|coreml|tflite)[\"']")
+TARGET_NAME = re.compile(r"[\"'](onnx|coreml|tflite|executorch)[\"']")
 
 
 def test_no_code_outside_the_target_packages_names_a_target():
-    exempt = ("exporters/onnx/", "exporters/coreml/", "exporters/tflite/", "rewrites/")
+    exempt = (
+        "exporters/onnx/",
+        "exporters/coreml/",
+        "exporters/tflite/",
+        "exporters/executorch/",
+        "rewrites/",
+    )
     hits = []
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE).as_posix()
@@ -70,7 +76,7 @@ def test_layers_run_one_way():
 BLOCK_BACKENDS = """
 import sys
 for name in ("onnx", "onnxruntime", "onnxscript", "onnxslim", "coremltools", "litert_torch", "ai_edge_litert",
-             "ai_edge_quantizer", "tensorflow"):
+             "ai_edge_quantizer", "tensorflow", "executorch"):
     sys.modules[name] = None  # import fails as if not installed
 from mvit2_export.cli.main import main
 sys.exit(main(sys.argv[1:]))
@@ -86,8 +92,14 @@ def _without_backends(*args: str) -> subprocess.CompletedProcess:
 def test_help_and_the_missing_backend_error_need_no_backend():
     helped = _without_backends("--help")
     assert helped.returncode == 0, helped.stderr
-    assert "onnx, coreml, tflite or all" in helped.stdout and "--opset" in helped.stdout
-    for target, extra in (("onnx", "onnx"), ("coreml", "coreml"), ("tflite", "tflite")):
+    assert "onnx, coreml, tflite, executorch or all" in helped.stdout and "--opset" in helped.stdout
+    assert "--executorch-backend" in helped.stdout
+    for target, extra in (
+        ("onnx", "onnx"),
+        ("coreml", "coreml"),
+        ("tflite", "tflite"),
+        ("executorch", "executorch"),
+    ):
         proc = _without_backends(
             "--target", target, "--width", "0.5", "--image-size", "64", "--out", "/nonexistent/x"
         )

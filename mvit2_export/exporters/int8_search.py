@@ -142,23 +142,16 @@ def rank_groups(
     runner_for: Callable[[Path], Runner],
     reference: list[np.ndarray],
     images: np.ndarray,
-    rank_with: Callable[[list[str]], Runner] | None = None,
 ) -> list[Sensitivity]:
-    """Each group alone in int8 (every other group float), most harmful first. `rank_with(float_nodes)`,
-    when given, runs a configuration without writing an artifact (a target whose artifact takes long to
-    build ranks on its quantizer's simulation; the gate still runs every tried artifact)."""
+    """Each group alone in int8 (every other group float), most harmful first."""
     ranked = []
     everything = [n for _, nodes in groups for n in nodes]
     for name, nodes in groups:
         own = set(nodes)
-        floats = [n for n in everything if n not in own]
-        if rank_with is not None:
-            got = rank_with(floats).run(images)
-        else:
-            path = quantize(floats)
-            got = runner_for(path).run(images)
-            path.unlink(missing_ok=True)
+        path = quantize([n for n in everything if n not in own])
+        got = runner_for(path).run(images)
         ranked.append(Sensitivity(name, nodes, output_sqnr(reference, got)))
+        path.unlink(missing_ok=True)
     return sorted(ranked, key=lambda s: s.score)
 
 
@@ -170,7 +163,6 @@ def search(
     rank_images: np.ndarray,
     gate: Gate,
     label: str,
-    rank_with: Callable[[list[str]], Runner] | None = None,
 ) -> SearchResult:
     """The first configuration (all-int8, then the 1, 2, 3, 4, 6 most sensitive groups in float) whose
     held-out numbers meet the gate. Raises GateNotMetError when none does and the gate is enforced; when
@@ -195,7 +187,7 @@ def search(
     groups = groups_of(nodes)
     step(f"int8 sensitivity of {len(groups)} layer groups")
     images = rank_images[:RANK_IMAGES]
-    ranked = rank_groups(groups, quantize, runner_for, fp32.run(images), images, rank_with)
+    ranked = rank_groups(groups, quantize, runner_for, fp32.run(images), images)
     for k in (1, 2, 3, 4, 6):
         if k > min(MAX_FLOAT_GROUPS, len(ranked)):
             break

@@ -12,7 +12,6 @@ from torch import nn
 from torch.export import ExportedProgram
 
 from ...errors import ExportError, first_line
-from ...model.preprocess import EmbeddedPreprocessing
 from ...progress import step
 from ...rewrites import Prepared, prepare
 from .rewrites import PIPELINE
@@ -27,12 +26,30 @@ def example_input(image_size: int, embedded: bool) -> torch.Tensor:
     return torch.rand(1, 3, image_size, image_size)
 
 
-def prepared(model: nn.Module, image_size: int, embedded: bool) -> Prepared:
-    """The rewritten batch-1 program (phone runtimes run one image at a time), from the one cache."""
+class CameraInput(nn.Module):
+    """Embedded preprocessing XNNPACK can delegate: uint8 RGB NHWC in, the reference's BGR [0, 1] NCHW
+    to the model. The RGB->BGR flip and the 1/255 scale are one 1x1 convolution (an anti-diagonal 3x3
+    matrix over the channels): the generic wrapper's `flip` has no XNNPACK kernel and, with the
+    copies around it, cut the program into pieces (measured: aten::flip and two clones on the portable
+    kernels). The uint8 -> float cast stays outside the delegate: one op on H x W x 3 values."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("rgb_to_bgr", torch.eye(3).flip(0).reshape(3, 3, 1, 1) / 255.0)
+
+    def forward(self, images: torch.Tensor) -> Any:
+        x = images.to(torch.float32).permute(0, 3, 1, 2).contiguous()  # else the strides stay NHWC and
+        # ExecuTorch's dim-order pass cuts the program at two channels-last clones (measured)
+        return self.model(torch.nn.functional.conv2d(x, self.rgb_to_bgr))
+
+
+def prepared(model: nn.Module, image_size: int, embedded: bool, dynamic_batch: bool = False) -> Prepared:
+    """The rewritten program, from the one cache. The .pte is batch 1 (phone runtimes run one image at a
+    time); int8 calibration traces it with a dynamic batch to calibrate in batches."""
     example = example_input(image_size, embedded)
-    if embedded:
-        return prepare(model, PIPELINE, example, wrap=EmbeddedPreprocessing)
-    return prepare(model, PIPELINE, example)
+    wrap = CameraInput if embedded else None
+    return prepare(model, PIPELINE, example, wrap=wrap, dynamic_batch=dynamic_batch)
 
 
 def export(module: nn.Module, example: torch.Tensor) -> ExportedProgram:

@@ -24,12 +24,21 @@ RUNTIME = "executorch"
 MIL_RUNTIME = "executorch-coreml-mil-reference"
 
 
-def set_threads(threads: int) -> None:
-    """ExecuTorch's thread pool is one per process: resize it only when the count changes."""
+_loaded = [False]  # whether this process has loaded a delegate (which then holds the thread pool)
+
+
+def set_threads(threads: int) -> int:
+    """Size ExecuTorch's thread pool, before the first program is loaded; returns the size in effect.
+
+    The pool is one per process and every XNNPACK delegate keeps a pointer to it when it is loaded:
+    resizing it later frees the pool live delegates use (a segfault in `bench`, measured). So the first
+    load decides, and later runners report the size they really run with."""
     from executorch.extension.pybindings import portable_lib
 
-    if portable_lib._threadpool_get_thread_count() != threads:
+    if not _loaded[0] and portable_lib._threadpool_get_thread_count() != threads:
         portable_lib._unsafe_reset_threadpool(threads)
+    _loaded[0] = True
+    return int(portable_lib._threadpool_get_thread_count())
 
 
 def _stack(per_image: list[list[np.ndarray]]) -> list[np.ndarray]:
@@ -46,19 +55,18 @@ class ExecuTorchRunner:
 
         read_bytes(path)  # a file that is not a program fails here, in one line
         self.meta = read_metadata(path)
+        self.threads = set_threads(threads or default_threads())
         try:
             self.program = Runtime.get().load_program(str(path))
             self.method = self.program.load_method("forward")
         except Exception as exc:
             raise UsageError(f"{path}: ExecuTorch cannot load the program ({first_line(exc)})") from exc
         self.embedded = bool(self.meta.get("preprocessing", {}).get("embedded_in_graph"))
-        self.threads = threads or default_threads()
 
     def run_one(self, x: torch.Tensor) -> list[np.ndarray]:
         return [np.asarray(o.numpy(), dtype=np.float32) for o in self.method.execute([x])]
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
-        set_threads(self.threads)
         return _stack([self.run_one(x) for x in model_inputs(images, self.embedded)])
 
 

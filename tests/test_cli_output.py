@@ -26,8 +26,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+# ExecuTorch's int8 lowering takes minutes (tests/test_matrix.py): its own output is checked on fp32 below.
+SLOW_INT8 = {"executorch"}
+
+
 def test_export_and_check_print_only_their_own_output_unless_verbose(tmp_path):
-    targets = available_targets()
+    targets = [t for t in available_targets() if t not in SLOW_INT8]
     if "tflite" not in targets:
         pytest.skip("the loudest libraries (LiteRT, ai-edge-quantizer) are not installed")
     out = tmp_path / "out"
@@ -66,3 +70,17 @@ def test_help_and_errors_reach_the_user_under_the_quiet_streams():
     bad = _cli("--target", "nope")
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [bad.stderr.strip()] and "unknown target" in bad.stderr
+
+
+def test_executorch_prints_only_our_output(tmp_path):
+    """executorch's runtime, torchao and coremltools log at import and load; none of it reaches the user."""
+    if "executorch" not in available_targets():
+        pytest.skip("executorch not installed")
+    out = tmp_path / "out"
+    proc = _cli("--target", "executorch", "--width", "0.5", "--image-size", "64", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    for noise in ("cpuinfo", "Failed to load", "torchao", "Warning", "it/s"):
+        assert noise not in proc.stdout, noise
+    quiet = _cli("check", str(out))
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr

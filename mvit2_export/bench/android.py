@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeviceError, UsageError
-from ..exporters import targets_for_device
+from ..exporters import exporter_class, targets_for_device
 from ..manifest import Manifest, read_manifest, verify_artifact, write_manifest
 from ..report import write_report
 from .benchmark_model_output import failure_reason, parse_benchmark_model_output
@@ -162,11 +162,38 @@ def run_benchmark_model(
     return parse_benchmark_model_output(proc.stdout, f"benchmark_model on {name}").to_dict()
 
 
+def install_tool(adb: Adb, tool: Any, given: str) -> str:
+    """A target's own runner binary (`Exporter.android_tool`): a host file is pushed, a device path kept."""
+    host = Path(given)
+    if host.is_file():
+        adb.push(host, tool.DEVICE_BINARY)
+        proc = adb.shell(["chmod", "755", tool.DEVICE_BINARY])
+        if proc.returncode != 0:
+            raise DeviceError(
+                f"chmod of {tool.DEVICE_BINARY} on the device failed: {_last_line(proc.stdout)}"
+            )
+        return tool.DEVICE_BINARY
+    if given.startswith("/"):
+        return given
+    raise UsageError(f"{tool.FLAG} {given}: no such file on this host (a device path starts with /)")
+
+
+def run_tool(
+    adb: Adb, tool: Any, binary: str, remote: str, threads: int, runs: int, warmup: int, name: str
+) -> dict[str, Any]:
+    proc = adb.shell(tool.argv(binary, remote, threads, runs, warmup), timeout=RUN_TIMEOUT_S)
+    what = f"{Path(binary).name} on {name}"
+    if proc.returncode != 0:
+        raise DeviceError(f"{what} failed (exit {proc.returncode}): {_last_line(proc.stdout)}")
+    return tool.parse(proc.stdout, warmup, what)
+
+
 def bench_android(
     out: str | Path,
     *,
     adb: str | None = None,
     benchmark_model: str | None = None,
+    tools: dict[str, str] | None = None,
     serial: str | None = None,
     threads: int = 2,
     runs: int = 20,
@@ -174,39 +201,62 @@ def bench_android(
     delegate: str = "xnnpack",
     say: Callable[[str], None] = lambda _msg: None,
 ) -> tuple[Manifest, list[str]]:
-    """Run every .tflite of OUT on the device; returns the updated manifest and the skipped artifacts."""
+    """Run every artifact of OUT that runs on Android on the device: .tflite with benchmark_model, a
+    target with its own tool (`Exporter.android_tool`, e.g. ExecuTorch's executor_runner) when `tools`
+    names that tool's binary (by its flag); returns the updated manifest and the skipped artifacts."""
     out = Path(out)
+    tools = tools or {}
     flags = benchmark_flags(threads, runs, warmup, delegate)
     manifest = read_manifest(out)
     runs_here = targets_for_device("android")
-    entries = [a for a in manifest.artifacts if a.target in runs_here]
-    skipped = [a.path for a in manifest.artifacts if a.target not in runs_here]
+    tool_of = {t: exporter_class(t).android_tool for t in runs_here}
+
+    def runnable(entry: Any) -> bool:
+        tool = tool_of.get(entry.target)
+        return entry.target in runs_here and (tool is None or tool.FLAG in tools)
+
+    entries = [a for a in manifest.artifacts if runnable(a)]
+    skipped = [a.path for a in manifest.artifacts if not runnable(a)]
     if not entries:
-        raise UsageError(f"{out}: no .tflite artifact to run on Android (export with --target tflite)")
+        needs = [f"{t} ({tool.FLAG} PATH)" for t, tool in tool_of.items() if tool is not None]
+        raise UsageError(
+            f"{out}: no artifact to run on Android (.tflite, or {', '.join(needs) or 'none other'})"
+        )
     exe = find_adb(adb)
     device = Adb(exe, choose_device(attached_devices(exe), serial))
     model = device.getprop("ro.product.model")
     android = device.getprop("ro.build.version.release")
-    binary = install_binary(device, benchmark_model)
+    binaries: dict[str, str] = {}
     for entry in entries:
         path = verify_artifact(out, entry)
         remote = f"{DEVICE_DIR}/{path.name}"
-        say(f"{path.name}: benchmark_model on {model or device.serial}")
+        tool = tool_of.get(entry.target)
+        key = tool.FLAG if tool else "--benchmark-model"
+        if key not in binaries:
+            binaries[key] = (
+                install_tool(device, tool, tools[key]) if tool else install_binary(device, benchmark_model)
+            )
+        binary = binaries[key]
+        say(f"{path.name}: {Path(binary).name} on {model or device.serial}")
         device.push(path, remote)
         try:
-            result = run_benchmark_model(device, binary, remote, flags, path.name)
+            if tool:
+                result = run_tool(device, tool, binary, remote, threads, runs, warmup, path.name)
+            else:
+                result = run_benchmark_model(device, binary, remote, flags, path.name)
         finally:
             device.shell(["rm", "-f", remote])  # /data/local/tmp is not cleaned by the system
         entry.device_latency = entry.device_latency or {}
         entry.device_latency["android"] = {
-            "runtime": RUNTIME,
+            "runtime": f"android-{Path(binary).name}" if tool else RUNTIME,
             "device": model,
             "android_version": android,
             "serial": device.serial,
-            "benchmark_model": binary,
+            "benchmark_model": binary,  # the binary that ran it (benchmark_model or the target's tool)
             "threads": threads,
-            "delegate": delegate,
-            "flags": flags,
+            # A target's own tool runs the delegate the artifact was lowered for.
+            "delegate": entry.options.get("delegate_backend", "in the artifact") if tool else delegate,
+            "flags": tool.argv(binary, remote, threads, runs, warmup)[1:] if tool else flags,
             **result,
         }
         write_manifest(out, manifest)  # a later failure keeps the runs already made

@@ -358,7 +358,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
         "--device",
         choices=("host", "android", "mac"),
         default="host",
-        help="host (default); android: each .tflite via adb + benchmark_model; mac: each .mlpackage via "
+        help="host (default); android: each .tflite via adb + benchmark_model (and each .pte via "
+        "--executor-runner); mac: each .mlpackage via "
         "MLModel.predict per compute-units setting (macOS only)",
     )
     android = p.add_argument_group("--device android")
@@ -368,6 +369,11 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
         help="TFLite benchmark_model: a host file to push, or a device path "
         "(default /data/local/tmp/benchmark_model, already on the device)",
     )
+    android.add_argument(
+        "--executor-runner",
+        help="ExecuTorch's executor_runner (built with XNNPACK): a host file to push, or a device path; "
+        "with it, .pte artifacts run too",
+    )
     android.add_argument("--serial", help="device serial when several are attached")
     android.add_argument(
         "--delegate",
@@ -376,7 +382,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-ANDROID_ONLY = ("adb", "benchmark_model", "serial", "delegate")
+ANDROID_ONLY = ("adb", "benchmark_model", "executor_runner", "serial", "delegate")
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -439,6 +445,7 @@ def run_device_bench(args: argparse.Namespace) -> int:
                 args.path,
                 adb=args.adb,
                 benchmark_model=args.benchmark_model,
+                tools={"--executor-runner": args.executor_runner} if args.executor_runner else {},
                 serial=args.serial,
                 threads=args.threads or 2,
                 runs=args.runs,
@@ -450,9 +457,9 @@ def run_device_bench(args: argparse.Namespace) -> int:
             from ..bench.mac import bench_mac
 
             manifest, skipped = bench_mac(args.path, args.warmup, args.runs, say=say)
-    kind = ".tflite" if args.device == "android" else ".mlpackage"
+    kind = ".tflite (and .pte with --executor-runner)" if args.device == "android" else ".mlpackage"
     for path in skipped:
-        console.print(f"{path}: skipped (--device {args.device} runs {kind} artifacts only)")
+        console.print(f"{path}: skipped (--device {args.device} runs {kind} artifacts only)", markup=False)
     for a in manifest.artifacts:
         r = (a.device_latency or {}).get(args.device)
         if r and args.device == "android":

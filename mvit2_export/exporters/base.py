@@ -131,6 +131,9 @@ class Exporter(abc.ABC):
     cost: ClassVar[int] = 3  # relative export time, for planning parallel lanes (lanes.py)
     color: ClassVar[str] = "#777777"  # in report.png
     devices: ClassVar[dict[str, str]] = {}  # `bench --device NAME` -> what runs the artifacts there
+    # `bench --device android` with a tool other than TFLite's benchmark_model: a module with FLAG (its
+    # command-line flag), DEVICE_BINARY, argv(binary, model, threads, runs, warmup), parse(text, warmup).
+    android_tool: ClassVar[Any] = None
     option_specs: ClassVar[tuple[OptionSpec, ...]] = ()  # its command-line flags
 
     def calibrates(self, options: ExportOptions) -> bool:

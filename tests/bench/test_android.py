@@ -49,6 +49,8 @@ elif args[0] == "shell":
     elif "--graph=" in cmd:
         sys.stdout.write(Path(os.environ["FAKE_ADB_OUTPUT"]).read_text())
         sys.exit(int(os.environ.get("FAKE_ADB_RC", "0")))
+    elif "--model_path=" in cmd:
+        sys.stdout.write(Path(os.environ["FAKE_ET_OUTPUT"]).read_text())
 else:
     sys.exit(1)
 """
@@ -219,5 +221,37 @@ def test_out_without_tflite(out_dir, fake_adb, capsys):
     manifest["artifacts"] = manifest["artifacts"][1:]
     write_manifest(out_dir, Manifest.from_json(manifest))
     assert main(["bench", str(out_dir), "--device", "android", "--adb", str(adb)]) == 2
-    assert "no .tflite artifact" in capsys.readouterr().err
+    assert "no artifact to run on Android" in capsys.readouterr().err
     assert calls() == []
+
+
+def test_pte_runs_with_executor_runner_when_given(out_dir, fake_adb, monkeypatch, capsys):
+    """A .pte runs with ExecuTorch's executor_runner only when the user passes one (the wheel has none)."""
+    adb, calls = fake_adb
+    monkeypatch.setenv("FAKE_ET_OUTPUT", str(DATA.parent / "executor_runner" / "handwritten_9_runs.txt"))
+    (out_dir / "model_fp32.pte").write_bytes(b"\x00\x00\x00\x00ET12" + bytes(64))
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    entry = {"target": "executorch", "precision": "fp32", "path": "model_fp32.pte"}
+    entry["sha256"] = sha256_path(out_dir / "model_fp32.pte")
+    entry["options"] = {"delegate_backend": "xnnpack"}
+    manifest["artifacts"].append(entry)
+    write_manifest(out_dir, Manifest.from_json(manifest))
+    argv = ["bench", str(out_dir), "--device", "android", "--adb", str(adb), "--threads", "3", "--runs", "7"]
+    assert main([*argv, "--warmup", "2"]) == 0
+    assert "model_fp32.pte: skipped" in capsys.readouterr().out  # no --executor-runner: not run
+    runner = "/data/local/tmp/xnn_executor_runner"
+    assert main([*argv, "--warmup", "2", "--executor-runner", runner]) == 0
+    (run,) = [c for c in calls() if c[2:3] == ["shell"] and "--model_path=" in c[3]]
+    assert run[3].split() == [
+        runner,
+        "--model_path=/data/local/tmp/model_fp32.pte",
+        "--num_executions=9",
+        "--cpu_threads=3",
+    ]
+    pte = json.loads((out_dir / "manifest.json").read_text())["artifacts"][-1]
+    r = pte["device_latency"]["android"]
+    assert (r["runtime"], r["delegate"], r["threads"]) == ("android-xnn_executor_runner", "xnnpack", 3)
+    # 2 warm-up iterations dropped: the 7 timed ones of the log, in microseconds
+    assert r["inference"]["count"] == 7 and r["inference"]["min"] == 21000 and r["inference"]["max"] == 23000
+    assert abs(r["inference_avg_us"] - 22071.43) < 0.01 and r["init_us"] == 40215
+    assert "model_fp32.pte: 22.07 ms avg" in capsys.readouterr().out

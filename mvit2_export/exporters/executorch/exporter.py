@@ -24,6 +24,7 @@ from ...progress import step
 from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
 from ..options import OptionSpec
 from ..registry import register
+from . import device
 from .rewrites import PIPELINE
 
 BACKENDS = ("xnnpack", "coreml")
@@ -80,6 +81,8 @@ class ExecuTorchExporter(Exporter):
     transpose_op: ClassVar[str | None] = "XNNStaticTranspose"
     cost: ClassVar[int] = 5  # fp32 lowering at width 1.0 @ 256: ~25 s on 2 cores
     color: ClassVar[str] = "#55A868"
+    devices: ClassVar[dict[str, str]] = {"android": f"adb + ExecuTorch's executor_runner ({device.FLAG})"}
+    android_tool: ClassVar[Any] = device
     option_specs: ClassVar[tuple[OptionSpec, ...]] = (
         OptionSpec(
             "--executorch-backend",
@@ -269,12 +272,15 @@ class ExecuTorchExporter(Exporter):
     def lowered(
         self, model: nn.Module, artifact: ArtifactEntry, image_size: int
     ) -> tuple[nn.Module, Callable[[np.ndarray], torch.Tensor]]:
-        from . import lower
-        from .quantize import model_inputs
-
-        embedded = artifact.inputs[0]["name"] == "images"
-        body = lower.prepared(model, image_size, embedded)
-        return body.module, lambda images: torch.cat(model_inputs(images, embedded))
+        """`check --localize` for .pte: not available. The one XNNPACK delegate's insides are not
+        observable in the shipped file, and ExecuTorch's intermediate-output taps (devtools'
+        intermediate_output_tap), which make tapped values outputs of a re-lowered program, corrupt the
+        output tensors beyond ~50-150 taps in executorch 1.5.1 (XNNExecutor: "Attempted to resize a
+        static tensor ... (32, 0, 1093295664, 32765)", then 0x10; 50 taps work; measured at width 0.5)."""
+        raise UsageError(
+            "--localize is not available for .pte artifacts (executorch 1.5.1's intermediate-output taps "
+            "fail on a whole model); localize the same program with --target tflite or onnx"
+        )
 
 
 class HalfPrecision(nn.Module):
@@ -294,27 +300,6 @@ class HalfPrecision(nn.Module):
 
 def _finding(rule: str, detail: str) -> dict[str, Any]:
     return {"scope": "executorch delegation", "severity": "warning", "rule": rule, "op_type": detail}
-
-
-class SimulatedInt8:
-    """PT2E's converted graph run in torch (quantize/dequantize around each int8 op): what the int8
-    program computes, up to XNNPACK's rounding. The search ranks layer groups with it."""
-
-    runtime = "torch-pt2e-simulated"
-
-    def __init__(self, module: nn.Module, embedded: bool) -> None:
-        self.module = module
-        self.embedded = embedded
-
-    def run(self, images: np.ndarray) -> list[np.ndarray]:
-        from .quantize import model_inputs
-
-        per_image = []
-        with torch.no_grad():
-            for x in model_inputs(images, self.embedded):
-                out = self.module(x)
-                per_image.append([o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))])
-        return [np.concatenate(parts).astype(np.float32) for parts in zip(*per_image, strict=True)]
 
 
 def _version() -> str:

@@ -1,6 +1,7 @@
 """int8 for the XNNPACK delegate with its own PT2E quantizer (XNNPACKQuantizer: per-channel symmetric
-int8 weights, per-tensor affine int8 activations), with a chosen set of nodes left in float for the
-held-out gate's mixed-precision search (exporters/int8_search.py).
+int8 weights, per-tensor affine int8 activations). `quantize(float_nodes)` and `quantizable_nodes()`
+are what exporters/int8_search.py needs to search mixed precision; the exporter runs all-int8 only
+today (the search's cost is measured in exporter._int8).
 
 Why PT2E and not a quantizer of our own: it is the quantizer the XNNPACK delegate is built for; its
 quantized patterns (conv + activation, add, mul, pooling) are what the partitioner turns into XNNPACK's

@@ -10,7 +10,8 @@ Per model, on `--threads` threads, batch 1, random (untrained) weights of the em
     gets; `bench_onnx.export_plain`);
   - LiteRT (XNNPACK) on transformers' model minimally patched so litert-torch converts it (the patches of
     `bench_tflite.py`, generalised to any width/task and undone after conversion);
-  - our artifacts from `mvit2_export.export(...)` (ONNX and TFLite, fp32/fp16/int8), run through the
+  - ExecuTorch (XNNPACK) on transformers' unrewritten model, ExecuTorch's own recipe (when installed);
+  - our artifacts from `mvit2_export.export(...)` (ONNX, TFLite, ExecuTorch; fp32/fp16/int8), run through the
     exporters' runners; Core ML is listed, not timed (MLModel.predict needs macOS).
 Latencies are pooled over interleaved rounds (every runner gets some runs in each round, in a rotated
 order), so a burst of load from another process hits all of them alike; only ratios within this run are
@@ -592,7 +593,7 @@ def write_markdown(
         "patches litert-torch needs (pixel_(un)shuffle patching, broadcast instead of expand_as, GroupNorm as "
         "element-wise ops; as `bench_tflite.py`), XNNPACK. `vs baseline` compares ours with the baseline of the "
         "same runtime; `vs fp32` compares with our fp32 artifact of the same backend.",
-        "- Ours: `mvit2_export.export(model, 'onnx,tflite', ..., precision='fp32,fp16,int8', check=False)`; parity "
+        f"- Ours: `mvit2_export.export(model, '{OUR_TARGETS}', ..., precision='fp32,fp16,int8', check=False)`; parity "
         "is gated by the exporters and their tests, not re-measured here. int8 = the defaults (ONNX: static QDQ "
         "u8s8 on Conv/Gemm; TFLite: ai-edge-quantizer static), calibrated on the bundled photos. `export s` of "
         "fp16/int8 excludes the fp32 lowering they reuse from the fp32 export in the same process.",
@@ -689,7 +690,7 @@ def write_plot(path: Path, results: list[CaseResult], gflops: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"pytorch": "#777777", "onnx": "#1f77b4", "tflite": "#ff7f0e"}
+    colors = {"pytorch": "#777777", "onnx": "#1f77b4", "tflite": "#ff7f0e", "executorch": "#2ca02c"}
     heights = [1.4 + 0.3 * sum(r.latency is not None for r in res.rows) for res in results]
     fig, axes = plt.subplots(
         len(results), 1, figsize=(9, sum(heights)), squeeze=False, gridspec_kw={"height_ratios": heights}

@@ -213,7 +213,9 @@ def bench_android(
 
     def runnable(entry: Any) -> bool:
         tool = tool_of.get(entry.target)
-        return entry.target in runs_here and (tool is None or tool.FLAG in tools)
+        if entry.target not in runs_here:
+            return False
+        return tool is None or (tool.FLAG in tools and tool.can_run(entry.options or {}))
 
     entries = [a for a in manifest.artifacts if runnable(a)]
     skipped = [a.path for a in manifest.artifacts if not runnable(a)]
@@ -255,7 +257,9 @@ def bench_android(
             "benchmark_model": binary,  # the binary that ran it (benchmark_model or the target's tool)
             "threads": threads,
             # A target's own tool runs the delegate the artifact was lowered for.
-            "delegate": entry.options.get("delegate_backend", "in the artifact") if tool else delegate,
+            "delegate": (entry.options or {}).get("delegate_backend", "in the artifact")
+            if tool
+            else delegate,
             "flags": tool.argv(binary, remote, threads, runs, warmup)[1:] if tool else flags,
             **result,
         }

@@ -132,7 +132,8 @@ class Exporter(abc.ABC):
     color: ClassVar[str] = "#777777"  # in report.png
     devices: ClassVar[dict[str, str]] = {}  # `bench --device NAME` -> what runs the artifacts there
     # `bench --device android` with a tool other than TFLite's benchmark_model: a module with FLAG (its
-    # command-line flag), DEVICE_BINARY, argv(binary, model, threads, runs, warmup), parse(text, warmup).
+    # command-line flag), DEVICE_BINARY, argv(binary, model, threads, runs, warmup), parse(text, warmup)
+    # and can_run(artifact options).
     android_tool: ClassVar[Any] = None
     option_specs: ClassVar[tuple[OptionSpec, ...]] = ()  # its command-line flags
 

@@ -24,6 +24,11 @@ _ITERATION = re.compile(r"Iteration (\d+) of (\d+): ([0-9.]+) ms")
 _DONE = re.compile(r"Model executed successfully (\d+) time\(s\) in ([0-9.]+) ms")
 
 
+def can_run(options: dict[str, Any]) -> bool:
+    """Only XNNPACK-delegated programs run on Android (a Core ML delegate needs Apple hardware)."""
+    return options.get("delegate_backend", "xnnpack") == "xnnpack"
+
+
 def argv(binary: str, remote_model: str, threads: int, runs: int, warmup: int) -> list[str]:
     return [
         binary,

@@ -255,3 +255,9 @@ def test_pte_runs_with_executor_runner_when_given(out_dir, fake_adb, monkeypatch
     assert r["inference"]["count"] == 7 and r["inference"]["min"] == 21000 and r["inference"]["max"] == 23000
     assert abs(r["inference_avg_us"] - 22071.43) < 0.01 and r["init_us"] == 40215
     assert "model_fp32.pte: 22.07 ms avg" in capsys.readouterr().out
+    # A Core ML-delegated .pte needs Apple hardware: skipped even with a runner.
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    manifest["artifacts"][-1]["options"] = {"delegate_backend": "coreml"}
+    write_manifest(out_dir, Manifest.from_json(manifest))
+    assert main([*argv, "--executor-runner", runner]) == 0
+    assert "model_fp32.pte: skipped" in capsys.readouterr().out

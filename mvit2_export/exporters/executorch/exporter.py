@@ -27,7 +27,7 @@ from ..registry import register
 from . import device
 from .rewrites import PIPELINE
 
-BACKENDS = ("xnnpack", "coreml")
+BACKENDS = ("xnnpack", "coreml")  # the delegates `lower.partitioner` builds
 BACKEND_PRECISIONS = {"xnnpack": ("fp32", "fp16", "int8"), "coreml": ("fp32", "fp16")}
 WHY_NOT = {
     ("coreml", "int8"): "the Core ML delegate runs only on Apple hardware, so the held-out int8 gate "

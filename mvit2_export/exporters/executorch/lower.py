@@ -16,7 +16,6 @@ from ...progress import step
 from ...rewrites import Prepared, prepare
 from .rewrites import PIPELINE
 
-BACKENDS = ("xnnpack", "coreml")
 METADATA_METHOD = "mvit2_export_metadata"  # a constant method: the tool's metadata as UTF-8 JSON bytes
 
 

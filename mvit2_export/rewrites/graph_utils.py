@@ -33,6 +33,14 @@ def shape(node: object) -> tuple[Any, ...] | None:
     return tuple(val.shape) if isinstance(val, torch.Tensor) else None
 
 
+def reduce_args(node: Node) -> tuple[list[Any] | None, bool]:
+    """(dims, keepdim) of a reduction node (mean, sum): dims as the graph gives them, None when they are
+    not a list (a reduction over everything)."""
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keepdim = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("keepdim", False))
+    return (list(dims) if isinstance(dims, (list, tuple)) else None), keepdim
+
+
 def is_static(dim: Any) -> bool:
     return isinstance(dim, int)
 

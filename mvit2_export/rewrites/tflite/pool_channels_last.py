@@ -20,7 +20,7 @@ from __future__ import annotations
 from torch.fx import GraphModule
 
 from ..base import Rewrite, RewriteResult, register_rewrite
-from ..graph_utils import aten, find, shape
+from ..graph_utils import aten, find, reduce_args, shape
 
 
 @register_rewrite
@@ -35,9 +35,8 @@ class PoolChannelsLast(Rewrite):
         g = gm.graph
         for n in means:
             s = shape(n.args[0])
-            dims = n.args[1] if len(n.args) > 1 else None
-            keepdim = bool(n.args[2]) if len(n.args) > 2 else bool(n.kwargs.get("keepdim", False))
-            if s is None or len(s) != 4 or not isinstance(dims, (list, tuple)):
+            dims, keepdim = reduce_args(n)
+            if s is None or len(s) != 4 or dims is None:
                 skipped.append(f"{n.name}: not a mean over dims of a 4-D tensor")
                 continue
             if sorted(int(d) % 4 for d in dims) != [2, 3]:

@@ -24,15 +24,7 @@ import torch
 from torch.fx import GraphModule
 
 from ....rewrites import Rewrite, RewriteResult, register_rewrite
-from ....rewrites.graph_utils import add_constant, aten, find, is_op, shape
-
-
-def _dims_and_keepdim(node: torch.fx.Node) -> tuple[list[int] | None, bool]:
-    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-    keepdim = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("keepdim", False))
-    if not isinstance(dims, (list, tuple)):
-        return None, keepdim
-    return sorted(int(d) % 4 for d in dims), keepdim
+from ....rewrites.graph_utils import add_constant, aten, find, is_op, reduce_args, shape
 
 
 @register_rewrite
@@ -44,7 +36,8 @@ class ChannelMeanAsPool(Rewrite):
         g = gm.graph
         for n in find(gm, aten.mean):
             s = shape(n.args[0])
-            dims, keepdim = _dims_and_keepdim(n)
+            dims, keepdim = reduce_args(n)
+            dims = None if dims is None else sorted(int(d) % 4 for d in dims)
             if s is None or len(s) != 4 or not isinstance(s[1], int):
                 skipped.append(f"{n.name}: not a mean of a 4-D tensor with static channels")
                 continue

@@ -17,7 +17,7 @@ from __future__ import annotations
 from torch.fx import GraphModule
 
 from ....rewrites import Rewrite, RewriteResult, register_rewrite
-from ....rewrites.graph_utils import aten, find, shape
+from ....rewrites.graph_utils import aten, find, reduce_args, shape
 
 
 @register_rewrite
@@ -29,9 +29,8 @@ class PoolKeepdim(Rewrite):
         g = gm.graph
         for n in find(gm, aten.mean):
             s = shape(n.args[0])
-            dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
-            keepdim = bool(n.args[2]) if len(n.args) > 2 else bool(n.kwargs.get("keepdim", False))
-            if s is None or len(s) != 4 or not isinstance(dims, (list, tuple)):
+            dims, keepdim = reduce_args(n)
+            if s is None or len(s) != 4 or dims is None:
                 skipped.append(f"{n.name}: not a mean over dims of a 4-D tensor")
                 continue
             if sorted(int(d) % 4 for d in dims) != [2, 3] or keepdim:

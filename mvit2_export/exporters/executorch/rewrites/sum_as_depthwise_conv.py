@@ -20,7 +20,7 @@ import torch
 from torch.fx import GraphModule
 
 from ....rewrites import Rewrite, RewriteResult, register_rewrite
-from ....rewrites.graph_utils import add_constant, aten, find, shape
+from ....rewrites.graph_utils import add_constant, aten, find, reduce_args, shape
 
 
 @register_rewrite
@@ -32,12 +32,11 @@ class SumAsDepthwiseConv(Rewrite):
         g = gm.graph
         for n in find(gm, aten.sum):
             s = shape(n.args[0])
-            dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
-            keepdim = bool(n.args[2]) if len(n.args) > 2 else bool(n.kwargs.get("keepdim", False))
+            dims, keepdim = reduce_args(n)
             if s is None or len(s) != 4 or not all(isinstance(d, int) for d in s[1:]):
                 skipped.append(f"{n.name}: not a sum over a 4-D tensor of static shape")
                 continue
-            if not isinstance(dims, (list, tuple)) or [int(d) % 4 for d in dims] != [3] or not keepdim:
+            if dims is None or [int(d) % 4 for d in dims] != [3] or not keepdim:
                 skipped.append(f"{n.name}: sums dims {dims} (keepdim={keepdim}), not the last with keepdim")
                 continue
             c, n_patches = int(s[1]), int(s[3])

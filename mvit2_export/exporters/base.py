@@ -213,6 +213,27 @@ class ValueTrace(dict[str, np.ndarray]):
 # -- shared helpers ----------------------------------------------------------------------------------
 
 
+def provenance(model: nn.Module) -> dict[str, Any]:
+    """What every artifact's own metadata says about where it came from: task, labels, checkpoint,
+    whether the weights are untrained, and the tool's version."""
+    from .. import __version__
+
+    ckpt = getattr(model, "checkpoint", None)
+    return {
+        "task": model.task,
+        "id2label": {str(k): v for k, v in (getattr(model.config, "id2label", None) or {}).items()},
+        "checkpoint_sha256": (ckpt.sha256 if ckpt and ckpt.sha256 else ""),
+        "checkpoint_source": (ckpt.source if ckpt else ""),
+        "untrained": bool(ckpt.untrained) if ckpt else True,
+        "mvit2_export_version": __version__,
+    }
+
+
+def stack_per_image(per_image: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Per-image output lists of a batch-1 runtime -> one float32 batch per output."""
+    return [np.concatenate(parts).astype(np.float32) for parts in zip(*per_image, strict=True)]
+
+
 def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ...errors import UsageError
 from ...model.preprocess import images_to_pixel_values
+from ..base import stack_per_image
 from .convert import INPUT_NAME
 from .settings import COMPUTE_UNITS
 
@@ -22,10 +23,6 @@ from .settings import COMPUTE_UNITS
 def can_predict() -> bool:
     """True where coremltools can run Core ML predictions (macOS with its native extension)."""
     return sys.platform == "darwin" and importlib.util.find_spec("coremltools.libcoremlpython") is not None
-
-
-def _stack(per_image: list[list[np.ndarray]]) -> list[np.ndarray]:
-    return [np.concatenate(parts).astype(np.float32) for parts in zip(*per_image, strict=True)]
 
 
 def _check_images(images: np.ndarray) -> None:
@@ -60,7 +57,7 @@ class MilReferenceRunner:
         for img in images:
             outs = self.run_raw(img)
             per_image.append([np.asarray(outs[n]) for n in self.output_names])
-        return _stack(per_image)
+        return stack_per_image(per_image)
 
 
 class CoreMLRunner:
@@ -88,4 +85,4 @@ class CoreMLRunner:
             x = Image.fromarray(img) if self.image_input else images_to_pixel_values(img[None])
             outs = self.model.predict({INPUT_NAME: x})
             per_image.append([np.asarray(outs[n]) for n in self.output_names])
-        return _stack(per_image)
+        return stack_per_image(per_image)

@@ -8,8 +8,8 @@ from typing import Any
 import onnx
 from torch import nn
 
-from ... import __version__
 from ...model import Preprocessor
+from ..base import provenance
 
 JSON_KEYS = {
     "image_size",
@@ -43,20 +43,15 @@ def artifact_metadata(
     rewrites: list[dict[str, Any]],
     options: dict[str, Any],
 ) -> dict[str, str]:
-    config = model.config
-    checkpoint = getattr(model, "checkpoint", None)
-    id2label = {str(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    origin = provenance(model)
     return {
-        "task": model.task,
+        **origin,
         "precision": precision,
         "image_size": str(image_size),
         "output_names": json.dumps(list(model.output_names)),
-        "id2label": json.dumps(id2label),
+        "id2label": json.dumps(origin["id2label"]),  # metadata_props are strings: JSON for the rest
         "preprocessing": json.dumps(preprocessing_dict(image_size, embedded)),
-        "checkpoint_sha256": (checkpoint.sha256 if checkpoint and checkpoint.sha256 else ""),
-        "checkpoint_source": (checkpoint.source if checkpoint else ""),
-        "untrained": json.dumps(bool(checkpoint.untrained) if checkpoint else True),
-        "mvit2_export_version": __version__,
+        "untrained": json.dumps(origin["untrained"]),
         "rewrites": json.dumps(rewrites),
         "export_options": json.dumps(options, default=str),
     }

@@ -11,14 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ... import __version__
 from ...data.images import calibration_images
 from ...errors import UsageError
 from ...manifest import ArtifactEntry
 from ...model import Preprocessor
 from ...model.preprocess import images_to_pixel_values
 from ...progress import step
-from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
+from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output, provenance
 from ..options import OptionSpec
 from ..registry import register
 from . import convert, quantize
@@ -200,22 +199,15 @@ class TFLiteExporter(Exporter):
     def _metadata(
         model: nn.Module, options: ExportOptions, lowered: convert.Lowered, extra: dict[str, Any]
     ) -> dict[str, Any]:
-        ckpt = getattr(model, "checkpoint", None)
-        id2label = {str(k): v for k, v in (getattr(model.config, "id2label", None) or {}).items()}
         return {
-            "task": model.task,
+            **provenance(model),
             "precision": options.precision,
             "image_size": options.image_size,
             "signature": lowered.signature,
             "input_name": lowered.input_name,
             "output_names": lowered.output_names,
             "output_layouts": lowered.output_layouts,
-            "id2label": id2label,
             "preprocessing": preprocessing_dict(options.image_size, options.embed_preprocessing),
-            "checkpoint_sha256": (ckpt.sha256 if ckpt and ckpt.sha256 else ""),
-            "checkpoint_source": (ckpt.source if ckpt else ""),
-            "untrained": bool(ckpt.untrained) if ckpt else True,
-            "mvit2_export_version": __version__,
             "rewrites": lowered.rewrites,
             "export_options": extra,
         }

@@ -15,13 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ... import __version__
 from ...data.images import calibration_images
 from ...errors import UsageError
 from ...manifest import ArtifactEntry
 from ...model import Preprocessor
 from ...progress import step
-from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output
+from ..base import Artifact, Exporter, ExportOptions, Runner, TensorSpec, atomic_output, provenance
 from ..options import OptionSpec
 from ..registry import register
 from . import device
@@ -178,7 +177,7 @@ class ExecuTorchExporter(Exporter):
         fixture: all-int8 agrees on 96.6% of the 500 held-out crops (ONNX 97.6-98%, TFLite 97.4%), so
         with the default gate (0.99) ExecuTorch int8 of a trained model is refused today."""
         from ...errors import GateNotMetError
-        from ..int8_search import latency_ms
+        from ..int8_search import Trial, latency_ms
         from . import lower
         from .runner import ExecuTorchRunner
 
@@ -193,14 +192,8 @@ class ExecuTorchExporter(Exporter):
         path.write_bytes(lowered.buffer)
         runner = ExecuTorchRunner(path)
         verdict = options.gate(runner)
-        trial = {
-            "float_groups": 0,
-            "names": [],
-            "agreement": verdict.agreement,
-            "met": verdict.met,
-            "latency_ms": round(latency_ms(runner, q.images[:1]), 3),
-            "min_agreement": verdict.to_dict().get("min_agreement"),
-        }
+        trial = Trial([], verdict.agreement, verdict.met, latency_ms(runner, q.images[:1]), verdict.to_dict())
+        trial = trial.to_dict()
         path.unlink()
         extra["int8_search"] = {
             "float_groups": [],
@@ -221,20 +214,13 @@ class ExecuTorchExporter(Exporter):
     def _metadata(
         model: nn.Module, options: ExportOptions, rewrites: list[dict[str, Any]], extra: dict[str, Any]
     ) -> dict[str, Any]:
-        ckpt = getattr(model, "checkpoint", None)
-        id2label = {str(k): v for k, v in (getattr(model.config, "id2label", None) or {}).items()}
         return {
-            "task": model.task,
+            **provenance(model),
             "precision": options.precision,
             "image_size": options.image_size,
             "output_names": list(model.output_names),
-            "id2label": id2label,
             "preprocessing": preprocessing_dict(options.image_size, options.embed_preprocessing),
             "delegate_backend": backend_of(options),
-            "checkpoint_sha256": (ckpt.sha256 if ckpt and ckpt.sha256 else ""),
-            "checkpoint_source": (ckpt.source if ckpt else ""),
-            "untrained": bool(ckpt.untrained) if ckpt else True,
-            "mvit2_export_version": __version__,
             "rewrites": rewrites,
             "export_options": {k: v for k, v in extra.items() if k != "int8_search"},
         }
@@ -259,9 +245,9 @@ class ExecuTorchExporter(Exporter):
 
     def static_audit(self, path: Path) -> list[dict[str, Any]]:
         """The delegation audit: every compute op inside one delegate, none on portable kernels."""
-        from .pte import op_histogram
+        from .pte import instruction_histogram, read_bytes
 
-        hist = op_histogram(Path(path))
+        hist = instruction_histogram(read_bytes(Path(path)))  # the XNNPACK graph need not be decoded
         pieces = sum(n for op, n in hist.items() if op.startswith("delegate:"))
         kernels = {op[len("kernel:") :]: n for op, n in hist.items() if op.startswith("kernel:")}
         findings = []

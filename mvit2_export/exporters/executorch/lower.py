@@ -52,6 +52,8 @@ def prepared(model: nn.Module, image_size: int, embedded: bool, dynamic_batch: b
 
 
 def export(module: nn.Module, example: torch.Tensor) -> ExportedProgram:
+    """torch.export at batch 1. Not `rewrites.export_program`: it calls `.eval()`, which the unlifted
+    programs `prepare` returns (and PT2E's converted ones) refuse ("Calling eval() is not supported")."""
     try:
         return torch.export.export(module, (example,), strict=False)
     except Exception as exc:

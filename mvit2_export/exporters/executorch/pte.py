@@ -25,9 +25,11 @@ def _program(data: bytes) -> Any:
         raise UsageError(f"not a readable ExecuTorch program ({type(exc).__name__})") from exc
 
 
-def read_bytes(path: Path) -> bytes:
+def _read(path: Path, size: int = -1) -> bytes:
+    """The file's first `size` bytes (all by default), after checking it is an ExecuTorch program."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(size)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read ({exc.strerror})") from exc
     if len(data) < 8 or data[4:6] != b"ET":  # flatbuffer file identifier "ET12"-style
@@ -35,19 +37,34 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The JSON the exporter stored; {} for a .pte we did not write."""
+def read_bytes(path: Path) -> bytes:
+    return _read(path)
+
+
+def load_program(path: Path) -> Any:
+    """The program loaded by this host's ExecuTorch runtime (methods are loaded on demand)."""
     from executorch.runtime import Runtime
 
-    data = read_bytes(path)
+    _read(path, 8)  # a file that is not a program fails here, in one line
     try:
-        program = Runtime.get().load_program(data)
-        if METADATA_METHOD not in program.method_names:
-            return {}
-        (blob,) = program.load_method(METADATA_METHOD).execute([])
+        return Runtime.get().load_program(str(path))  # from the path: mapped, not copied
     except Exception as exc:
         raise UsageError(f"{path}: ExecuTorch cannot load the program ({first_line(exc)})") from exc
+
+
+def metadata_of(program: Any, path: Path) -> dict[str, Any]:
+    """The JSON the exporter stored in a loaded program; {} for a .pte we did not write."""
+    if METADATA_METHOD not in program.method_names:
+        return {}
+    try:
+        (blob,) = program.load_method(METADATA_METHOD).execute([])
+    except Exception as exc:
+        raise UsageError(f"{path}: ExecuTorch cannot read the metadata ({first_line(exc)})") from exc
     return json.loads(bytes(blob.numpy()).decode())
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    return metadata_of(load_program(path), path)
 
 
 def xnnpack_node_types(payload: bytes) -> Counter[str]:
@@ -72,26 +89,29 @@ def xnnpack_node_types(payload: bytes) -> Counter[str]:
     return Counter(n["xnode_union_type"] for n in json.loads(text)["xnodes"])
 
 
-def op_histogram(path: Path) -> dict[str, int]:
-    """`delegate:<Backend>` per delegate call, `kernel:<op>` per portable-kernel call, and the XNNPACK
-    node types inside XNNPACK delegates (`XNNConv2d`, `XNNStaticTranspose`, ...)."""
-    from executorch.exir._serialize._program import _extract_delegate_payload
-
-    data = read_bytes(path)
-    program = _program(data)
-    plan = next(p for p in program.execution_plan if p.name == "forward")
+def instruction_histogram(data: bytes) -> Counter[str]:
+    """The `forward` plan's instructions: `delegate:<Backend>` per delegate call, `kernel:<op>` per
+    portable-kernel call."""
+    plan = next(p for p in _program(data).execution_plan if p.name == "forward")
     hist: Counter[str] = Counter()
-    xnnpack = 0
     for chain in plan.chains:
         for ins in chain.instructions:
             args = ins.instr_args
             kind = type(args).__name__
             if kind == "DelegateCall":
-                backend = plan.delegates[args.delegate_index].id
-                hist[f"delegate:{backend}"] += 1
-                if backend == "XnnpackBackend":
-                    hist.update(xnnpack_node_types(_extract_delegate_payload(data, "xnnpack", xnnpack)))
-                    xnnpack += 1
+                hist[f"delegate:{plan.delegates[args.delegate_index].id}"] += 1
             elif kind == "KernelCall":
                 hist[f"kernel:{plan.operators[args.op_index].name}"] += 1
+    return hist
+
+
+def op_histogram(path: Path) -> dict[str, int]:
+    """`instruction_histogram`, plus the XNNPACK node types inside XNNPACK delegates (`XNNConv2d`,
+    `XNNStaticTranspose`, ...)."""
+    from executorch.exir._serialize._program import _extract_delegate_payload
+
+    data = read_bytes(path)
+    hist = instruction_histogram(data)
+    for i in range(hist["delegate:XnnpackBackend"]):
+        hist.update(xnnpack_node_types(_extract_delegate_payload(data, "xnnpack", i)))
     return dict(hist.most_common())

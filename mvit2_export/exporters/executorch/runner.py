@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ...errors import UsageError, first_line
-from ..base import default_threads
-from .pte import read_bytes, read_metadata
+from ..base import default_threads, stack_per_image
+from .pte import load_program, metadata_of, read_bytes, read_metadata
 from .quantize import model_inputs
 
 RUNTIME = "executorch"
@@ -41,23 +41,16 @@ def set_threads(threads: int) -> int:
     return int(portable_lib._threadpool_get_thread_count())
 
 
-def _stack(per_image: list[list[np.ndarray]]) -> list[np.ndarray]:
-    return [np.concatenate(parts).astype(np.float32) for parts in zip(*per_image, strict=True)]
-
-
 class ExecuTorchRunner:
     """`Method.execute` of the program's `forward`, on this host's ExecuTorch runtime."""
 
     runtime = RUNTIME
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        from executorch.runtime import Runtime
-
-        read_bytes(path)  # a file that is not a program fails here, in one line
-        self.meta = read_metadata(path)
-        self.threads = set_threads(threads or default_threads())
+        self.program = load_program(path)
+        self.meta = metadata_of(self.program, path)
+        self.threads = set_threads(threads or default_threads())  # before the delegate loads
         try:
-            self.program = Runtime.get().load_program(str(path))
             self.method = self.program.load_method("forward")
         except Exception as exc:
             raise UsageError(f"{path}: ExecuTorch cannot load the program ({first_line(exc)})") from exc
@@ -67,7 +60,7 @@ class ExecuTorchRunner:
         return [np.asarray(o.numpy(), dtype=np.float32) for o in self.method.execute([x])]
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
-        return _stack([self.run_one(x) for x in model_inputs(images, self.embedded)])
+        return stack_per_image([self.run_one(x) for x in model_inputs(images, self.embedded)])
 
 
 def coreml_package(path: Path, workdir: Path) -> Path:
@@ -113,7 +106,7 @@ class CoreMLDelegateRunner:
         for x in model_inputs(images, self.embedded):
             outs = self.interp.run({self.input_name: x.numpy()})
             per_image.append([np.asarray(outs[n]) for n in self.output_names])
-        return _stack(per_image)
+        return stack_per_image(per_image)
 
 
 def load(path: Path, threads: int | None = None) -> Any:

@@ -147,14 +147,16 @@ def int8_lines(manifest: Manifest) -> list[str]:
             "",
             f"### `{a.path}`: {search['why']}",
             "",
-            "| configuration | held-out agreement | meets gate | latency (ms, this host, batch 1) |",
-            "|---|---|---|---|",
+            "| configuration | held-out agreement | meets gate | judged by | latency (ms, this host, batch 1) |",
+            "|---|---|---|---|---|",
         ]
         for i, t in enumerate(search["trials"]):
             name = "all int8" if not t["float_groups"] else f"{t['float_groups']} group(s) float"
             mark = " (chosen)" if i == search["chosen"] else ""
+            ms = "–" if t.get("latency_ms") is None else f"{t['latency_ms']:.2f}"
             lines.append(
-                f"| {name}{mark} | {t['agreement']:.4f} | {'yes' if t['met'] else 'no'} | {t['latency_ms']:.2f} |"
+                f"| {name}{mark} | {t['agreement']:.4f} | {'yes' if t['met'] else 'no'} "
+                f"| {t.get('judge', 'artifact')} | {ms} |"
             )
         if search.get("sensitivity"):
             lines += [
@@ -349,11 +351,12 @@ def _plot_searches(ax: Any, searches: list[tuple[ArtifactEntry, dict[str, Any]]]
     latency measured during the export, the gate as a line, the chosen one filled."""
     for entry, search in searches:
         color = target_color(entry.target)
-        trials = search["trials"]
-        xs = [t["latency_ms"] for t in trials]
-        ys = [t["agreement"] for t in trials]
+        # trials judged on a stand-in (simulated int8, the MIL interpreter) have no latency to plot
+        timed = [(i, t) for i, t in enumerate(search["trials"]) if t.get("latency_ms") is not None]
+        xs = [t["latency_ms"] for _, t in timed]
+        ys = [t["agreement"] for _, t in timed]
         ax.plot(xs, ys, color=color, alpha=0.4, linewidth=1)
-        for i, t in enumerate(trials):
+        for i, t in timed:
             chosen = i == search["chosen"] and t["met"]
             ax.scatter(
                 t["latency_ms"], t["agreement"], s=60, color=color, facecolors=color if chosen else "none"
@@ -365,7 +368,7 @@ def _plot_searches(ax: Any, searches: list[tuple[ArtifactEntry, dict[str, Any]]]
                 xytext=(4, 3),
                 textcoords="offset points",
             )
-        gate = trials[0].get("min_agreement")
+        gate = search["trials"][0].get("min_agreement")
         if gate is not None:
             ax.axhline(gate, color="#555555", linestyle=":", linewidth=0.8)
     ax.set_xlabel("latency (ms, quick timing during export)")

@@ -19,11 +19,17 @@ nncf 3.4) covers ONNX only, measured the same all-int8 agreement as onnxruntime'
 requires torch 2.14 with a CUDA build (it cannot install beside torch 2.13); neural-compressor 3.x moved
 its ONNX path out of the package. ai-edge-quantizer (per-op recipes) and coremltools.optimize (op
 selection) select ops but have no search. The backends' own quantizers do every quantization.
+
+Where building an artifact is what costs (ExecuTorch: an int8 lowering is ~80 s), the search judges
+configurations on a cheaper stand-in of the same quantization (`runner_for` may return any Runner, e.g.
+PT2E's simulated int8 in torch) and `confirm` builds the configuration that met the gate for real and
+gates it in its own runtime; a miss there sends the search on to the next configuration.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,8 +66,9 @@ class Trial:
     float_layers: list[str]
     agreement: float
     met: bool
-    latency_ms: float
+    latency_ms: float | None  # None: judged on a stand-in whose speed says nothing about the artifact's
     gate: dict[str, Any]
+    judge: str = "artifact"  # what ran the held-out images: the artifact, or a stand-in (say which)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,14 +76,15 @@ class Trial:
             "names": self.float_layers,
             "agreement": self.agreement,
             "met": self.met,
-            "latency_ms": round(self.latency_ms, 3),
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
             "min_agreement": self.gate.get("min_agreement"),
+            "judge": self.judge,
         }
 
 
 @dataclass
 class SearchResult:
-    path: Path
+    path: Any  # the chosen artifact (a file), or what `confirm` returned for it
     trials: list[Trial]
     sensitivity: list[Sensitivity] = field(default_factory=list)
     chosen: int = 0  # index into trials
@@ -136,10 +144,19 @@ def output_sqnr(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
     return math.inf if noise == 0 else 10 * math.log10(max(sig, 1e-30) / noise)
 
 
+def discard(candidate: Any) -> None:
+    """Delete a candidate that is a file or a package folder; in-memory candidates go out of scope."""
+    if isinstance(candidate, Path):
+        if candidate.is_dir():
+            shutil.rmtree(candidate, ignore_errors=True)
+        else:
+            candidate.unlink(missing_ok=True)
+
+
 def rank_groups(
     groups: list[tuple[str, list[str]]],
-    quantize: Callable[[list[str]], Path],
-    runner_for: Callable[[Path], Runner],
+    quantize: Callable[[list[str]], Any],
+    runner_for: Callable[[Any], Runner],
     reference: list[np.ndarray],
     images: np.ndarray,
 ) -> list[Sensitivity]:
@@ -148,42 +165,67 @@ def rank_groups(
     everything = [n for _, nodes in groups for n in nodes]
     for name, nodes in groups:
         own = set(nodes)
-        path = quantize([n for n in everything if n not in own])
-        got = runner_for(path).run(images)
+        candidate = quantize([n for n in everything if n not in own])
+        got = runner_for(candidate).run(images)
         ranked.append(Sensitivity(name, nodes, output_sqnr(reference, got)))
-        path.unlink(missing_ok=True)
+        discard(candidate)
     return sorted(ranked, key=lambda s: s.score)
 
 
+Confirm = Callable[[list[str]], tuple[Any, Runner]]
+
+
 def search(
-    quantize: Callable[[list[str]], Path],
-    runner_for: Callable[[Path], Runner],
+    quantize: Callable[[list[str]], Any],
+    runner_for: Callable[[Any], Runner],
     nodes: list[str],
     fp32: Runner,
     rank_images: np.ndarray,
     gate: Gate,
     label: str,
+    confirm: Confirm | None = None,
+    judge: str = "artifact",
+    timed: bool = True,
 ) -> SearchResult:
     """The first configuration (all-int8, then the 1, 2, 3, 4, 6 most sensitive groups in float) whose
     held-out numbers meet the gate. Raises GateNotMetError when none does and the gate is enforced; when
     it is not (untrained weights) all-int8 is kept and its numbers reported. `fp32` runs the float
-    artifact (the ranking's reference); `quantize(float_nodes)` writes a new file each call."""
+    artifact (the ranking's reference); `quantize(float_nodes)` builds a candidate (a new file each
+    call, or an in-memory stand-in) that `runner_for` runs.
+
+    With `confirm`, the candidates are a stand-in named by `judge` (their latency is not recorded): a
+    configuration that meets the gate there is built for real by `confirm(float_nodes)` -> (artifact,
+    its runner) and gated again on its own runtime, and only that verdict counts. `timed=False`: the
+    candidates' runner is not the artifact's runtime on a device (Core ML's MIL interpreter off macOS),
+    so its speed is not recorded either."""
     trials: list[Trial] = []
     sample = rank_images[:1]
 
-    def trial(names: list[str], float_nodes: list[str]) -> Path:
-        path = quantize(float_nodes)
-        runner = runner_for(path)
+    def gated(names: list[str], runner: Runner, timed: bool, by: str) -> Trial:
         verdict = gate(runner)
-        trials.append(
-            Trial(names, verdict.agreement, verdict.met, latency_ms(runner, sample), verdict.to_dict())
-        )
-        return path
+        ms = latency_ms(runner, sample) if timed else None
+        trials.append(Trial(names, verdict.agreement, verdict.met, ms, verdict.to_dict(), by))
+        return trials[-1]
+
+    def trial(names: list[str], float_nodes: list[str]) -> tuple[Any, bool]:
+        """(the artifact, whether it holds the gate)."""
+        candidate = quantize(float_nodes)
+        met = gated(names, runner_for(candidate), timed and confirm is None, judge).met
+        if confirm is None or not (met or not gate.active):
+            return candidate, met
+        discard(candidate)
+        step(f"int8 held-out gate of the chosen configuration, in {label}'s runtime")
+        artifact, runner = confirm(float_nodes)
+        met = gated(names, runner, timed, "artifact").met
+        if not met:
+            discard(artifact)
+        return artifact, met
 
     step("int8 held-out gate: all layers int8")
-    path = trial([], [])
-    if trials[-1].met or not gate.active:
-        return SearchResult(path, trials)
+    path, met = trial([], [])
+    if met or not gate.active:
+        return SearchResult(path, trials, chosen=len(trials) - 1)
+    discard(path)
     groups = groups_of(nodes)
     step(f"int8 sensitivity of {len(groups)} layer groups")
     images = rank_images[:RANK_IMAGES]
@@ -193,10 +235,14 @@ def search(
             break
         chosen = ranked[:k]
         step(f"int8 held-out gate: {k} most sensitive group(s) float")
-        path = trial([s.name for s in chosen], [n for s in chosen for n in s.nodes])
-        if trials[-1].met:
+        path, met = trial([s.name for s in chosen], [n for s in chosen for n in s.nodes])
+        if met:
             return SearchResult(path, trials, ranked, len(trials) - 1)
-    tried = " | ".join(f"{len(t.float_layers)} float: {t.agreement:.4f}" for t in trials)
+        discard(path)
+    tried = " | ".join(
+        f"{len(t.float_layers)} float: {t.agreement:.4f}" + ("" if t.judge == "artifact" else f" ({t.judge})")
+        for t in trials
+    )
     needs = trials[0].gate.get("min_agreement")
     raise GateNotMetError(
         f"{label}: int8 misses the held-out gate (agreement >= {needs}) even with the "

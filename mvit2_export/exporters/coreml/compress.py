@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -26,15 +26,40 @@ from ...model.preprocess import images_to_pixel_values
 from .convert import INPUT_NAME, pass_pipeline, quiet_coremltools
 from .settings import CoreMLSettings
 
+# The op types whose activations coremltools' W8A8 quantizes (its insert_prefix_quantize_dequantize_pair
+# pass: SUPPORTED_OP_TYPES in coremltools 9); the mixed-precision search keeps some of them float.
+ACTIVATION_OP_TYPES = ("conv", "avg_pool", "max_pool", "linear", "add")
 
-def _weight_config(settings: CoreMLSettings) -> Any:
+
+def _weight_config(settings: CoreMLSettings, float_ops: Sequence[str] = ()) -> Any:
     import coremltools.optimize as cto
 
     if settings.precision == "palettized":
         op = cto.coreml.OpPalettizerConfig(nbits=settings.palettize_bits, mode=settings.palettize_mode)
     else:
         op = cto.coreml.OpLinearQuantizerConfig(mode=settings.quantize_mode, dtype="int8")
-    return cto.coreml.OptimizationConfig(global_config=op)
+    return cto.coreml.OptimizationConfig(global_config=op, op_name_configs=dict.fromkeys(float_ops))
+
+
+def quantizable_ops(mlmodel: Any) -> list[str]:
+    """The ops W8A8 quantizes the inputs of, in program order (outputs' producers stay float anyway)."""
+    func = mlmodel._mil_program.functions["main"]
+    outputs = set(_output_producers(mlmodel))
+    return [op.name for op in func.operations if op.op_type in ACTIVATION_OP_TYPES and op.name not in outputs]
+
+
+def _with_weights(mlmodel: Any, ops: Sequence[str]) -> list[str]:
+    """`ops` and the const ops that feed them (weight compression is configured per const op)."""
+    wanted = set(ops)
+    func = mlmodel._mil_program.functions["main"]
+    consts = [
+        v.op.name
+        for op in func.operations
+        if op.name in wanted
+        for v in op.inputs.values()
+        if getattr(v, "op", None) is not None and v.op.op_type == "const"
+    ]
+    return [*ops, *consts]
 
 
 def calibration_feeds(images: np.ndarray, settings: CoreMLSettings) -> list[dict[str, Any]]:
@@ -86,11 +111,30 @@ def _output_producers(mlmodel: Any) -> list[str]:
     return [op.name for op in func.operations if any(id(v) in outputs for v in op.outputs)]
 
 
-def _calibration_patch(use_interpreter: bool) -> AbstractContextManager[Any]:
-    if not use_interpreter:
+STATS = "coremltools.optimize.coreml._post_training_quantization._get_activation_calibration_stats"
+
+
+def _calibration_patch(use_interpreter: bool, cache: dict[str, Any] | None) -> AbstractContextManager[Any]:
+    """Statistics from the MIL interpreter off macOS; with `cache`, computed once per float model: they
+    are min/max of the float program's tensors, the same whichever ops the search keeps float."""
+    if not use_interpreter and cache is None:
         return nullcontext()
-    target = "coremltools.optimize.coreml._post_training_quantization._get_activation_calibration_stats"
-    return mock.patch(target, _interpreter_stats)
+    collect = _interpreter_stats if use_interpreter else _coremltools_stats()
+    if cache is None:
+        return mock.patch(STATS, collect)
+
+    def cached(*args: Any) -> dict[str, dict[str, float]]:
+        if "stats" not in cache:
+            cache["stats"] = collect(*args)
+        return cache["stats"]
+
+    return mock.patch(STATS, cached)
+
+
+def _coremltools_stats() -> Callable[..., dict[str, dict[str, float]]]:
+    from coremltools.optimize.coreml import _post_training_quantization as ptq
+
+    return ptq._get_activation_calibration_stats
 
 
 def _recompile_pipeline_patch() -> AbstractContextManager[Any]:
@@ -109,8 +153,12 @@ def compress(
     settings: CoreMLSettings,
     calibration: Callable[[], np.ndarray],
     can_predict: bool,
+    float_ops: Sequence[str] = (),
+    stats_cache: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Apply the compression of `settings.precision` (a no-op for fp32/fp16); returns (model, facts)."""
+    """Apply the compression of `settings.precision` (a no-op for fp32/fp16); returns (model, facts).
+    `float_ops` stay float (activations and weights: the mixed-precision search's choice);
+    `stats_cache` keeps the W8A8 calibration statistics across calls on the same float model."""
     import coremltools.optimize as cto
 
     if settings.precision in ("fp32", "fp16"):
@@ -127,9 +175,9 @@ def compress(
                     global_config=cto.coreml.experimental.OpActivationLinearQuantizerConfig(
                         mode="linear_symmetric"
                     ),
-                    op_name_configs=dict.fromkeys(_output_producers(mlmodel)),
+                    op_name_configs=dict.fromkeys([*_output_producers(mlmodel), *float_ops]),
                 )
-                with _calibration_patch(not can_predict):
+                with _calibration_patch(not can_predict, stats_cache):
                     mlmodel = cto.coreml.experimental.linear_quantize_activations(
                         mlmodel, act_config, calibration_feeds(images, settings)
                     )
@@ -138,7 +186,9 @@ def compress(
             mlmodel = (
                 cto.coreml.palettize_weights(mlmodel, _weight_config(settings))
                 if settings.precision == "palettized"
-                else cto.coreml.linear_quantize_weights(mlmodel, _weight_config(settings))
+                else cto.coreml.linear_quantize_weights(
+                    mlmodel, _weight_config(settings, _with_weights(mlmodel, float_ops))
+                )
             )
     except Exception as exc:
         raise ExportError(

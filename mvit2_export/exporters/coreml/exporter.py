@@ -104,7 +104,10 @@ class CoreMLExporter(Exporter):
         with atomic_output(dest, options.force) as tmp:
             mlmodel, facts = convert_model(model, settings, size)
             step("Core ML compression and metadata")
-            mlmodel, compression = compress(mlmodel, settings, _calibration(options), can_predict())
+            if settings.precision == "w8a8" and options.gate is not None:
+                mlmodel, compression = self._w8a8(mlmodel, model, settings, options, tmp.parent, dest.name)
+            else:
+                mlmodel, compression = compress(mlmodel, settings, _calibration(options), can_predict())
             set_metadata(mlmodel, model, settings, size, facts["rewrites"])
             step("save")
             mlmodel.save(str(tmp))
@@ -136,6 +139,63 @@ class CoreMLExporter(Exporter):
                 "reference_outputs": list(model.output_names),
             },
         )
+
+    @staticmethod
+    def _w8a8(
+        mlmodel: Any,
+        model: nn.Module,
+        settings: Any,
+        options: ExportOptions,
+        workdir: Path,
+        label: str,
+    ) -> tuple[Any, dict[str, Any]]:
+        """The W8A8 configuration with the fewest float layer groups that holds the held-out gate
+        (exporters/int8_search.py), each candidate compressed by coremltools.optimize with the search's
+        ops left out of its op configs, saved and run by the runtime this host has (Core ML on macOS,
+        else the MIL interpreter, whose speed is not Core ML's: its latencies are not recorded)."""
+        import functools
+
+        from ..int8_search import search
+        from .compress import quantizable_ops
+
+        calibration = functools.cache(_calibration(options))
+        stats: dict[str, Any] = {}  # the float program's activation ranges, computed once
+        names = list(model.output_names)
+        built: dict[Path, tuple[Any, dict[str, Any]]] = {}
+
+        def save(candidate: Any, name: str) -> Path:
+            path = workdir / name
+            candidate.save(str(path))
+            return path
+
+        def quantize(float_ops: list[str]) -> Path:
+            result = compress(mlmodel, settings, calibration, can_predict(), float_ops, stats)
+            path = save(result[0], f"w8a8-{len(built)}.mlpackage")
+            built.clear()  # the search keeps the configuration it built last
+            built[path] = result
+            return path
+
+        def runner(path: Path) -> Runner:
+            if can_predict():
+                return CoreMLRunner(path, names, settings.compute_units)
+            return MilReferenceRunner(path, names)
+
+        fp = runner(save(mlmodel, "float.mlpackage"))
+        result = search(
+            quantize,
+            runner,
+            quantizable_ops(mlmodel),
+            fp,
+            calibration(),
+            options.gate,
+            label,
+            judge="artifact" if can_predict() else MilReferenceRunner.runtime,
+            timed=can_predict(),
+        )
+        chosen, facts = built[result.path]
+        facts["int8_search"] = result.to_dict()
+        facts["float_ops"] = result.float_nodes()
+        return chosen, facts
 
     def load_runner(self, path: Path, artifact: ArtifactEntry, threads: int | None = None) -> Runner:
         opts = artifact.options if artifact else {}

@@ -1,0 +1,55 @@
+"""Core ML W8A8 op selection, what the mixed-precision search (exporters/int8_search.py) asks of
+coremltools.optimize: the ops it keeps float read neither quantized activations nor compressed weights in
+the saved program, and the activation statistics (a pass of the MIL interpreter over the calibration
+images) are computed once per float model, not once per configuration tried."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("coremltools")
+
+from mvit2_export import load_model  # noqa: E402
+from mvit2_export.data.images import calibration_images  # noqa: E402
+from mvit2_export.exporters.base import ExportOptions  # noqa: E402
+from mvit2_export.exporters.coreml import compress as compress_module  # noqa: E402
+from mvit2_export.exporters.coreml.compress import compress, quantizable_ops  # noqa: E402
+from mvit2_export.exporters.coreml.convert import convert_model  # noqa: E402
+from mvit2_export.exporters.coreml.settings import parse_settings  # noqa: E402
+
+SIZE = 64
+DEQUANTIZED = {"dequantize", "constexpr_affine_dequantize"}
+
+
+def dequantized_inputs(mlmodel, names: set[str]) -> dict[str, list[str]]:
+    """op name -> the op types of its inputs that come out of a dequantization, for the ops in `names`."""
+    func = mlmodel._mil_program.functions["main"]
+    out = {}
+    for op in func.operations:
+        if op.name in names:
+            producers = [getattr(v, "op", None) for v in op.inputs.values()]
+            out[op.name] = [p.op_type for p in producers if p is not None and p.op_type in DEQUANTIZED]
+    return out
+
+
+def test_float_ops_stay_float_and_statistics_are_computed_once(hf_checkpoint, monkeypatch):
+    folder, _ = hf_checkpoint("classification", image_size=SIZE)
+    model = load_model(folder)
+    options = ExportOptions(precision="w8a8", image_size=SIZE, backend={"calibration_samples": 4})
+    settings = parse_settings(options)
+    mlmodel, _ = convert_model(model, settings, SIZE)
+    calls = []
+    real = compress_module._interpreter_stats
+    monkeypatch.setattr(compress_module, "_interpreter_stats", lambda *a: calls.append(1) or real(*a))
+    images = calibration_images(None, SIZE)
+    ops = quantizable_ops(mlmodel)
+    floats = set(ops[:6])
+    stats: dict = {}
+    everything, _ = compress(mlmodel, settings, lambda: images, False, [], stats)
+    mixed, facts = compress(mlmodel, settings, lambda: images, False, sorted(floats), stats)
+    assert len(calls) == 1 and stats["stats"]
+    assert facts["compression"] == "w8a8"
+    # all-W8A8 dequantizes into these ops; with them kept float nothing does, and the others still are
+    assert any(dequantized_inputs(everything, floats).values())
+    assert not any(dequantized_inputs(mixed, floats).values()), dequantized_inputs(mixed, floats)
+    assert any(dequantized_inputs(mixed, set(ops[6:])).values())

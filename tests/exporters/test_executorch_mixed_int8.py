@@ -21,8 +21,8 @@ from mvit2_export.exporters.executorch import lower  # noqa: E402
 from mvit2_export.exporters.executorch.quantize import (  # noqa: E402
     PT2EInt8,
     SimulatedRunner,
-    _transplant,
     _quantizer,
+    _transplant,
 )
 from mvit2_export.exporters.executorch.runner import ExecuTorchRunner  # noqa: E402
 from mvit2_export.rewrites.export import dynamic_batch_example  # noqa: E402

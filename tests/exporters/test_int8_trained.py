@@ -27,7 +27,11 @@ from mvit2_export.fixture import SEGMENTATION, Recipe, trained_fixture
 from mvit2_export.manifest import ArtifactEntry
 from mvit2_export.parity.run import reference_outputs, run_parity
 
-TARGETS = {"onnx": ("onnxruntime",), "tflite": ("litert_torch", "ai_edge_litert"), "executorch": ("executorch",)}
+TARGETS = {
+    "onnx": ("onnxruntime",),
+    "tflite": ("litert_torch", "ai_edge_litert"),
+    "executorch": ("executorch",),
+}
 PHOTO_NAMES = load_photos()[1]
 
 

@@ -201,9 +201,9 @@ def search(
     trials: list[Trial] = []
     sample = rank_images[:1]
 
-    def gated(names: list[str], runner: Runner, timed: bool, by: str) -> Trial:
+    def gated(names: list[str], runner: Runner, clock: bool, by: str) -> Trial:
         verdict = gate(runner)
-        ms = latency_ms(runner, sample) if timed else None
+        ms = latency_ms(runner, sample) if clock else None
         trials.append(Trial(names, verdict.agreement, verdict.met, ms, verdict.to_dict(), by))
         return trials[-1]
 

@@ -103,6 +103,12 @@ def main() -> None:
                     f"| {fp.size_mb:.1f} / {q.size_mb:.1f} |",
                     flush=True,
                 )
+            if ("tflite", "fp32") in by:  # issue 15's target: ExecuTorch fp32 <= 1.0x our TFLite on XNNPACK
+                lite = by[("tflite", "fp32")].latency.median_ms
+                ratios = ", ".join(
+                    f"{t} {by[(t, 'fp32')].latency.median_ms / lite:.2f}x" for t in targets if t != "tflite"
+                )
+                print(f"|   | fp32 time / LiteRT fp32 time: {ratios} | | | | |", flush=True)
 
 
 if __name__ == "__main__":

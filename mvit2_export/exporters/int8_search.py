@@ -216,10 +216,7 @@ def search(
         discard(candidate)
         step(f"int8 held-out gate of the chosen configuration, in {label}'s runtime")
         artifact, runner = confirm(float_nodes)
-        met = gated(names, runner, timed, "artifact").met
-        if not met:
-            discard(artifact)
-        return artifact, met
+        return artifact, gated(names, runner, timed, "artifact").met
 
     step("int8 held-out gate: all layers int8")
     path, met = trial([], [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -162,6 +163,7 @@ class CoreMLExporter(Exporter):
         stats: dict[str, Any] = {}  # the float program's activation ranges, computed once
         names = list(model.output_names)
         built: dict[Path, tuple[Any, dict[str, Any]]] = {}
+        numbers = itertools.count()
 
         def save(candidate: Any, name: str) -> Path:
             path = workdir / name
@@ -170,15 +172,13 @@ class CoreMLExporter(Exporter):
 
         def quantize(float_ops: list[str]) -> Path:
             result = compress(mlmodel, settings, calibration, can_predict(), float_ops, stats)
-            path = save(result[0], f"w8a8-{len(built)}.mlpackage")
+            path = save(result[0], f"w8a8-{next(numbers)}.mlpackage")
             built.clear()  # the search keeps the configuration it built last
             built[path] = result
             return path
 
         def runner(path: Path) -> Runner:
-            if can_predict():
-                return CoreMLRunner(path, names, settings.compute_units)
-            return MilReferenceRunner(path, names)
+            return _runner(path, names, settings.compute_units)
 
         fp = runner(save(mlmodel, "float.mlpackage"))
         result = search(
@@ -200,9 +200,7 @@ class CoreMLExporter(Exporter):
     def load_runner(self, path: Path, artifact: ArtifactEntry, threads: int | None = None) -> Runner:
         opts = artifact.options if artifact else {}
         names = list(opts.get("reference_outputs") or _reference_outputs_from_spec(path))
-        if can_predict():
-            return CoreMLRunner(Path(path), names, opts.get("compute_units") or "ALL")
-        return MilReferenceRunner(Path(path), names)  # threads: NumPy's BLAS threads govern it
+        return _runner(Path(path), names, opts.get("compute_units") or "ALL")
 
     def op_histogram(self, path: Path) -> dict[str, int]:
         from .mil import MilInterpreter
@@ -240,6 +238,13 @@ class CoreMLExporter(Exporter):
         runner = MilReferenceRunner(Path(path), [])
         _, trace = runner.interp.run(runner.feed(images[0]), trace=True)
         return trace
+
+
+def _runner(path: Path, names: list[str], compute_units: str) -> Runner:
+    """Core ML itself on macOS; elsewhere the MIL interpreter (NumPy's BLAS threads govern it)."""
+    if can_predict():
+        return CoreMLRunner(path, names, compute_units)
+    return MilReferenceRunner(path, names)
 
 
 def _output_spec(name: str, model: nn.Module, size: int) -> TensorSpec:

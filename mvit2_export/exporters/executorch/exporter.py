@@ -7,6 +7,7 @@ the runners and the .pte reader. Modules that import executorch are imported whe
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -180,6 +181,7 @@ class ExecuTorchExporter(Exporter):
         from .runner import ExecuTorchRunner
 
         built: dict[Path, Any] = {}
+        numbers = itertools.count()
 
         def build(float_nodes: list[str]) -> Any:
             extra["int8"]["float_nodes"] = list(float_nodes)
@@ -187,8 +189,10 @@ class ExecuTorchExporter(Exporter):
             return lower.to_pte(q.quantize(float_nodes), "xnnpack", options.precision, meta)
 
         def confirm(float_nodes: list[str]) -> tuple[Path, Any]:
-            path = workdir / f"int8-{len(built)}.pte"
-            built[path] = build(float_nodes)
+            path = workdir / f"int8-{next(numbers)}.pte"  # the runtime maps the file: never rewrite one
+            lowered = build(float_nodes)
+            built.clear()  # the search keeps the configuration it confirmed last
+            built[path] = lowered
             path.write_bytes(built[path].buffer)
             return path, ExecuTorchRunner(path)
 

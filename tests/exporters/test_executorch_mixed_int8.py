@@ -91,3 +91,12 @@ def test_float_layers_beside_int8_lower_to_one_delegate_that_loads(q, floats, tm
     scale = float(np.abs(simulated).max())
     # the runtime's requantization rounds where the simulation does not: within a few int8 steps
     assert np.abs(got - simulated).max() <= 0.05 * scale
+
+
+def test_floated_names_the_nodes_that_follow_a_float_node(q):
+    """The manifest's float_nodes: a float relu takes its pattern's conv with it, a float add the
+    max-pool that shares its range, a float conv nothing else."""
+    assert q.floated([]) == []
+    assert q.floated([node_named(q, "relu_1")]) == ["conv2d_1", "relu_1"]
+    assert q.floated([node_named(q, "add")]) == ["add", "max_pool2d"]
+    assert q.floated([node_named(q, "conv2d_3")]) == ["conv2d_3"]

@@ -184,7 +184,7 @@ class ExecuTorchExporter(Exporter):
         numbers = itertools.count()
 
         def build(float_nodes: list[str]) -> Any:
-            extra["int8"]["float_nodes"] = list(float_nodes)
+            extra["int8"]["float_nodes"] = q.floated(float_nodes)
             meta = self._metadata(model, options, rewrites, extra)
             return lower.to_pte(q.quantize(float_nodes), "xnnpack", options.precision, meta)
 

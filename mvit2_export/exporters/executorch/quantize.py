@@ -208,6 +208,17 @@ class PT2EInt8:
             n.name for n in gm.graph.nodes if "quantization_annotation" in n.meta and n.op == "call_function"
         ]
 
+    def floated(self, float_nodes: list[str]) -> list[str]:
+        """The nodes a configuration leaves in float, in execution order: `float_nodes` plus those that
+        must follow them (shared ranges, heads of patterns: `_floats_with_sharers`). The manifest records
+        these, not only the search's request."""
+        if not float_nodes:
+            return []
+        gm = copy.deepcopy(self.captured)
+        _quantizer(set()).annotate(gm)
+        floats = _floats_with_sharers(gm, set(float_nodes))
+        return [n.name for n in gm.graph.nodes if n.name in floats and n.op == "call_function"]
+
     def _observed(self, float_nodes: list[str]) -> torch.fx.GraphModule:
         from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 

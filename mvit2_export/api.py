@@ -21,6 +21,7 @@ from torch import nn
 from . import __version__
 from .audit import audit_histogram
 from .cpu import resolve_int8_isa
+from .data.images import describe_calibration
 from .errors import (
     CheckpointError,
     DegenerateReferenceError,
@@ -199,8 +200,6 @@ def export(
     check_finite_forward(model, size, model.checkpoint.source)  # before anything is written
     exporters = {t: get_exporter(t) for t in targets}  # fail fast on a missing backend
     calib = Path(calibration_images) if calibration_images else None
-    if calib is not None and not calib.is_dir():
-        raise UsageError(f"{calib}: calibration images must be a directory")
     isa = resolve_int8_isa(int8_isa)
     spec = GateSpec(
         min_agreement,
@@ -233,6 +232,9 @@ def export(
             )
             exporters[t].check_options(options)
             jobs.append((t, options))
+    # A calibration folder with no readable image fails here, before anything is written.
+    calibrated = any(exporters[t].calibrates(o) for t, o in jobs)
+    calibration = describe_calibration(calib, size) if calibrated or calib is not None else None
     from .lanes import plan_lanes, resolve_lanes, run_lanes
 
     lanes = resolve_lanes(workers, targets)
@@ -249,6 +251,8 @@ def export(
             "int8_isa": isa,
             "enforced": bool(gate and gate.active),
         }
+    if calibration is not None:
+        manifest.model["int8_calibration"] = calibration
     write_manifest(out, manifest)
     plan = plan_lanes([t for t, _ in jobs], lanes, {t: e.cost for t, e in exporters.items()})
     finished = [0]  # read by the progress callback as steps start, in any lane

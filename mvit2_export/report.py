@@ -139,6 +139,15 @@ def int8_lines(manifest: Manifest) -> list[str]:
         + ("" if gate.get("enforced") else " (reported, not enforced: untrained weights)")
         + f"; int8 ISA {gate.get('int8_isa')}.",
     ]
+    calibration = manifest.model.get("int8_calibration")
+    if calibration:
+        skipped = calibration.get("skipped_files")
+        lines += [
+            "",
+            f"Calibration images: {calibration['source']}, {calibration['images']} used"
+            + (f", {skipped} file(s) skipped (not an image or unreadable)" if skipped else "")
+            + ".",
+        ]
     for a in manifest.artifacts:
         search = (a.options or {}).get("int8_search")
         if not search:

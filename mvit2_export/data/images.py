@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UsageError
-from ..model.preprocess import IMAGE_SUFFIXES, center_crop, list_images, load_image
+from ..model.preprocess import IMAGE_SUFFIXES, center_crop, load_image
 from . import bundled_photos
 
 
@@ -42,6 +42,30 @@ def parity_images(size: int, n_photos: int | None = None, n_random: int = 2, see
     return np.concatenate(parts)
 
 
+def read_calibration(folder: Path, size: int, limit: int = 64) -> tuple[np.ndarray, int]:
+    """The first `limit` readable images of a plain folder, and how many of the files looked at were
+    skipped (not an image, or an image that does not decode). None readable: a usage error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: calibration images must be a directory")
+    images, skipped = [], 0
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        if len(images) == limit:
+            break
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped += 1
+            continue
+        try:
+            images.append(resize_and_crop(load_image(path), size))
+        except UsageError:
+            skipped += 1  # an unreadable file among readable ones is skipped; none readable is an error
+    if not images:
+        raise UsageError(
+            f"{folder}: no readable images for calibration (looked for {', '.join(IMAGE_SUFFIXES)})"
+        )
+    return np.stack(images), skipped
+
+
 def calibration_images(folder: Path | None, size: int, limit: int = 64) -> np.ndarray:
     """Images for int8 calibration: a user folder, or crops of the left 70% of the bundled photos (the
     held-out gate's built-in images come from the right 30%). Errors when a folder has none."""
@@ -49,15 +73,19 @@ def calibration_images(folder: Path | None, size: int, limit: int = 64) -> np.nd
         from .validation import default_calibration
 
         return default_calibration(size)
-    paths = list_images(folder)[:limit]
-    images = []
-    for p in paths:
-        try:
-            images.append(resize_and_crop(load_image(p), size))
-        except UsageError:
-            continue  # an unreadable file among readable ones is skipped; none readable is an error below
-    if not images:
-        raise UsageError(
-            f"{folder}: no readable images for calibration (looked for {', '.join(IMAGE_SUFFIXES)})"
-        )
-    return np.stack(images)
+    return read_calibration(folder, size, limit)[0]
+
+
+def describe_calibration(folder: Path | None, size: int, limit: int = 64) -> dict[str, object]:
+    """For the manifest and report: where the calibration images come from, how many are used, how many
+    files were skipped. Reads a user folder once up front, so a folder with no readable image fails
+    before anything is written."""
+    if folder is None:
+        from .validation import CALIBRATION_IMAGES
+
+        return {
+            "source": "augmented crops of the left 70% of the bundled photos",
+            "images": CALIBRATION_IMAGES,
+        }
+    images, skipped = read_calibration(folder, size, limit)
+    return {"source": str(folder), "images": len(images), "skipped_files": skipped}

@@ -140,13 +140,6 @@ def load_image(path: str | Path) -> Image.Image:
         raise UsageError(f"{path}: not a readable image ({exc})") from exc
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UsageError(f"{folder}: not a directory")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
 def images_to_pixel_values(images: np.ndarray) -> np.ndarray:
     """uint8 RGB [B,H,W,3] -> the reference input: float32 BGR [B,3,H,W] in [0,1] (rescale, flip, layout)."""
     x = images[..., ::-1].astype(np.float32) / np.float32(255.0)

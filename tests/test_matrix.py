@@ -114,8 +114,10 @@ def run_and_check(out, folder, task, targets, precisions, flags, capsys) -> None
 
 @pytest.mark.slow
 def test_full_size_backbone_width_1_5_at_384(hf_checkpoint, tmp_path, capsys):
-    """The configuration that crashed for a new user (TFLite int8 backbone), at its real size."""
-    targets = [t for t in available_targets() if t not in SLOW_INT8]
+    """The configuration that crashed for a new user (TFLite int8 backbone), at its real size, with ONNX
+    beside it. Core ML stays at 64 px here: its parity runs in the MIL interpreter (numpy), which made
+    this one test 11 of the suite's 47 minutes; its full size is tests/exporters/test_coreml_full_size.py."""
+    targets = [t for t in available_targets() if t in ("onnx", "tflite")]
     if not targets:
         pytest.skip("no backend installed")
     folder, _ = hf_checkpoint("backbone", image_size=384, width_multiplier=1.5)

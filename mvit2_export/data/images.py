@@ -42,6 +42,17 @@ def parity_images(size: int, n_photos: int | None = None, n_random: int = 2, see
     return np.concatenate(parts)
 
 
+def read_or_skip(path: Path, size: int) -> np.ndarray | None:
+    """One file of a user's image folder, resized and cropped; None for a file that is not an image or
+    does not decode (the callers skip and count it)."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return None
+    try:
+        return resize_and_crop(load_image(path), size)
+    except UsageError:
+        return None
+
+
 def read_calibration(folder: Path, size: int, limit: int = 64) -> tuple[np.ndarray, int]:
     """The first `limit` readable images of a plain folder, and how many of the files looked at were
     skipped (not an image, or an image that does not decode). None readable: a usage error."""
@@ -52,13 +63,11 @@ def read_calibration(folder: Path, size: int, limit: int = 64) -> tuple[np.ndarr
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         if len(images) == limit:
             break
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped += 1
-            continue
-        try:
-            images.append(resize_and_crop(load_image(path), size))
-        except UsageError:
+        image = read_or_skip(path, size)
+        if image is None:
             skipped += 1  # an unreadable file among readable ones is skipped; none readable is an error
+        else:
+            images.append(image)
     if not images:
         raise UsageError(
             f"{folder}: no readable images for calibration (looked for {', '.join(IMAGE_SUFFIXES)})"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..model.preprocess import IMAGE_SUFFIXES, load_image
+from ..model.preprocess import IMAGE_SUFFIXES
 from .crops import HELDOUT_BAND, TRAIN_BAND, band_crops, mosaics
 
 HELDOUT_SEED = 20_000
@@ -61,7 +61,7 @@ def default_calibration(size: int) -> np.ndarray:
 def folder_heldout(folder: Path, id2label: dict[int, str], size: int) -> HeldoutSet:
     """A labelled image folder: DIR/<label name>/<images>. Subfolders that are not labels of the
     checkpoint are a usage error; files that are not readable images are skipped and counted."""
-    from .images import resize_and_crop
+    from .images import read_or_skip
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -83,14 +83,11 @@ def folder_heldout(folder: Path, id2label: dict[int, str], size: int) -> Heldout
     images, labels, skipped = [], [], 0
     for sub in subdirs:
         for path in sorted(p for p in sub.iterdir() if p.is_file()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
+            image = read_or_skip(path, size)
+            if image is None:
                 skipped += 1
                 continue
-            try:
-                images.append(resize_and_crop(load_image(path), size))
-            except UsageError:
-                skipped += 1
-                continue
+            images.append(image)
             labels.append(by_name[sub.name])
     if not images:
         raise UsageError(

@@ -53,3 +53,13 @@ def test_float_ops_stay_float_and_statistics_are_computed_once(hf_checkpoint, mo
     assert any(dequantized_inputs(everything, floats).values())
     assert not any(dequantized_inputs(mixed, floats).values()), dequantized_inputs(mixed, floats)
     assert any(dequantized_inputs(mixed, set(ops[6:])).values())
+    # weights too (coremltools' weight pass runs inside the activations' re-compile): every conv the
+    # search did not keep float reads int8 weights when coremltools compresses them (over 2048 values, and
+    # no float conv shares the const: the unfold rewrite's one-hot kernels are shared)
+    program = mlmodel._mil_program.functions["main"].operations
+    convs = [op for op in program if op.op_type == "conv" and op.weight.val.size > 2048]
+    shared = {op.weight.op.name for op in convs if op.name in floats}
+    quantized = {op.name for op in convs if op.name not in floats and op.weight.op.name not in shared}
+    weights = dequantized_inputs(mixed, {op.name for op in convs})
+    assert quantized and all("constexpr_affine_dequantize" in weights[c] for c in quantized), weights
+    assert not any("constexpr_affine_dequantize" in weights[c] for c in floats & set(weights)), weights

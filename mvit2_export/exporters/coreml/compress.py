@@ -3,9 +3,10 @@
 - int8: `linear_quantize_weights` (int8 weights, dequantized on load; activations stay fp16/fp32).
 - palettized: `palettize_weights` (n-bit look-up tables).
 - w8a8: `experimental.linear_quantize_activations` (calibrated quantize/dequantize pairs on activations)
-  then `linear_quantize_weights`. coremltools calibrates by running `MLModel.predict` on a copy with all
-  intermediate tensors as outputs, which needs the Core ML runtime (macOS only). Elsewhere we collect the
-  same min/max statistics with the NumPy MIL interpreter, on the same saved program.
+  then the pass of `linear_quantize_weights`, in one re-compile. coremltools calibrates by running
+  `MLModel.predict` on a copy with all intermediate tensors as outputs, which needs the Core ML runtime
+  (macOS only). Elsewhere we collect the same min/max statistics with the NumPy MIL interpreter, on the
+  same saved program.
 """
 
 from __future__ import annotations
@@ -148,6 +149,26 @@ def _recompile_pipeline_patch() -> AbstractContextManager[Any]:
     )
 
 
+def _weights_in_same_pass(config: Any) -> AbstractContextManager[Any]:
+    """W8A8 = linear_quantize_activations then linear_quantize_weights; each re-compiles the whole program
+    (~3 s at width 0.5, and the search compresses ~17 times). Run coremltools' own weight pass inside the
+    activations' re-compile instead: the same two passes in the same order, one compile (outputs measured
+    identical, 1.8x faster)."""
+    import coremltools.models.utils as ct_utils
+    from coremltools.converters.mil.mil.passes.graph_pass import PassOption
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+
+    weight_pass = PASS_REGISTRY["compression::linear_quantize_weights"]
+    weight_pass.set_options([PassOption("config", config), PassOption("joint_compression", False)])
+    apply = ct_utils._apply_graph_pass
+
+    def activations_then_weights(mlmodel: Any, passes: Any, **kwargs: Any) -> Any:
+        # Only the activations' call passes a list; anything else applies as coremltools wrote it.
+        return apply(mlmodel, [*passes, weight_pass] if isinstance(passes, list) else passes, **kwargs)
+
+    return mock.patch.object(ct_utils, "_apply_graph_pass", activations_then_weights)
+
+
 def compress(
     mlmodel: Any,
     settings: CoreMLSettings,
@@ -177,19 +198,18 @@ def compress(
                     ),
                     op_name_configs=dict.fromkeys([*_output_producers(mlmodel), *float_ops]),
                 )
-                with _calibration_patch(not can_predict, stats_cache):
+                weights = _weight_config(settings, _with_weights(mlmodel, float_ops))
+                with _calibration_patch(not can_predict, stats_cache), _weights_in_same_pass(weights):
                     mlmodel = cto.coreml.experimental.linear_quantize_activations(
                         mlmodel, act_config, calibration_feeds(images, settings)
                     )
                 facts["calibration_images"] = int(len(images))
                 facts["calibration_runtime"] = "coreml" if can_predict else "mil-reference"
-            mlmodel = (
-                cto.coreml.palettize_weights(mlmodel, _weight_config(settings))
-                if settings.precision == "palettized"
-                else cto.coreml.linear_quantize_weights(
-                    mlmodel, _weight_config(settings, _with_weights(mlmodel, float_ops))
-                )
-            )
+            elif settings.precision == "palettized":
+                mlmodel = cto.coreml.palettize_weights(mlmodel, _weight_config(settings))
+            else:
+                weights = _weight_config(settings, _with_weights(mlmodel, float_ops))
+                mlmodel = cto.coreml.linear_quantize_weights(mlmodel, weights)
     except Exception as exc:
         raise ExportError(
             f"coremltools could not compress to {settings.precision}: {type(exc).__name__}: {exc}"

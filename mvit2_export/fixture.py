@@ -16,10 +16,12 @@ cached under ~/.cache/mvit2-export/ keyed by the recipe, so tests and benchmarks
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -135,13 +137,36 @@ def heldout_set(recipe: Recipe, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
 
 def trained_fixture(recipe: Recipe | None = None, log: bool = False) -> Path:
     """The folder of the trained checkpoint, training it on first use (cached by recipe)."""
-    from safetensors.torch import save_file
-
     recipe = recipe or Recipe()
     kind = "" if recipe.task == "classification" else f"{recipe.task}-"
     folder = cache_root() / f"trained-{kind}w{recipe.width:g}-{recipe.image_size}-{recipe.key()}"
-    if (folder / "model.safetensors").is_file() and (folder / "fixture.json").is_file():
-        return folder
+    with _exclusive(folder.with_name(folder.name + ".lock")):  # one trainer per recipe (parallel tests)
+        if not ((folder / "model.safetensors").is_file() and (folder / "fixture.json").is_file()):
+            _train_and_save(recipe, folder, log)
+    return folder
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """An exclusive lock on `lock` while the body runs, where the OS has flock (elsewhere, none: a second
+    process then trains too, and the atomic rename below keeps whichever finished first)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _train_and_save(recipe: Recipe, folder: Path, log: bool) -> None:
+    from safetensors.torch import save_file
+
     model, acc, _ = train(recipe, log=log)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -158,7 +183,6 @@ def trained_fixture(recipe: Recipe | None = None, log: bool = False) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         os.replace(tmp, folder)
-    return folder
 
 
 def main() -> None:

@@ -70,3 +70,13 @@ def photos() -> dict[str, np.ndarray]:
             img = np.stack([img] * 3, axis=-1)
         out[name] = np.ascontiguousarray(img[..., :3]).astype(np.uint8)
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """The full-size tests first, then the long ones (a stable sort): with `-n 2`, a 10-minute test picked
+    up last would run alone while the other worker sits idle."""
+
+    def rank(item) -> int:
+        return 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("long") else 2
+
+    items.sort(key=rank)

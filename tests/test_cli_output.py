@@ -30,6 +30,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 SLOW_INT8 = {"executorch"}
 
 
+@pytest.mark.long
 def test_export_and_check_print_only_their_own_output_unless_verbose(tmp_path):
     targets = [t for t in available_targets() if t not in SLOW_INT8]
     if "tflite" not in targets:

@@ -35,6 +35,7 @@ EXTRA_MODES = [
 SLOW_INT8 = {"executorch"}
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("task", ["classification", "segmentation", "backbone"])
 def test_every_target_and_precision_of_a_head(task, hf_checkpoint, tmp_path, capsys):
     targets = [t for t in available_targets() if t not in SLOW_INT8]
@@ -44,6 +45,7 @@ def test_every_target_and_precision_of_a_head(task, hf_checkpoint, tmp_path, cap
     run_and_check(tmp_path / "out", folder, task, targets, PRECISIONS, [], capsys)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("target", sorted(SLOW_INT8))
 def test_every_precision_of_a_slow_int8_target_on_the_backbone(target, hf_checkpoint, tmp_path, capsys):
     if target not in available_targets():
@@ -52,6 +54,7 @@ def test_every_precision_of_a_slow_int8_target_on_the_backbone(target, hf_checkp
     run_and_check(tmp_path / "out", folder, "backbone", [target], PRECISIONS, [], capsys)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("task", ["classification", "segmentation", "backbone"])
 @pytest.mark.parametrize(
     "target, precisions, flags", EXTRA_MODES, ids=["coreml-compressed", "tflite-dynamic"]

@@ -33,6 +33,9 @@ TARGETS = {
     "executorch": ("executorch",),
 }
 PHOTO_NAMES = load_photos()[1]
+# The tests that read the TFLite export share one worker under `pytest -n` (session fixtures are per
+# worker: split, each worker would export it again).
+TFLITE_EXPORT = pytest.mark.xdist_group("trained-tflite-int8")
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +66,10 @@ def int8_export(trained_checkpoint, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.long
+@pytest.mark.parametrize(
+    "target", [pytest.param(t, marks=[TFLITE_EXPORT] if t == "tflite" else []) for t in sorted(TARGETS)]
+)
 def test_int8_holds_the_held_out_gate_and_generalises(
     int8_export, trained_checkpoint, target, record_property
 ):
@@ -181,6 +187,7 @@ def labelled_folder(folder: Path, n: int) -> Path:
     return folder
 
 
+@TFLITE_EXPORT
 def test_tflite_int8_keeps_every_normalisation_statistics_chain_float(int8_export, trained_checkpoint):
     """(x - mean)^2 -> mean -> + eps -> rsqrt -> x * rsqrt stays float in each GroupNorm: five ops each,
     found by graph structure, so a layout change that hides the pattern shows up here."""
@@ -191,6 +198,7 @@ def test_tflite_int8_keeps_every_normalisation_statistics_chain_float(int8_expor
     assert norms > 0 and entry["options"]["float_normalisation_ops"] == 5 * norms
 
 
+@TFLITE_EXPORT
 def test_tflite_int8_reference_kernels_agree_with_xnnpack(int8_export, trained_checkpoint):
     """XNNPACK off: the builtin reference kernels are an independent implementation, so a quantized op
     that only one runtime computes correctly (int8 SUM/MEAN in this graph) fails here or above."""

@@ -119,9 +119,14 @@ def run_and_check(out, folder, task, targets, precisions, flags, capsys) -> None
 def test_full_size_backbone_width_1_5_at_384(hf_checkpoint, tmp_path, capsys):
     """The configuration that crashed for a new user (TFLite int8 backbone), at its real size, with ONNX
     beside it. Core ML stays at 64 px here: its parity runs in the MIL interpreter (numpy), which made
-    this one test 11 of the suite's 47 minutes; its full size is tests/exporters/test_coreml_full_size.py."""
+    this one test 11 of the suite's 47 minutes; its full size is tests/exporters/test_coreml_full_size.py.
+    On these random weights all-int8 reaches a cosine of ~0.62 and no mixed configuration reaches 0.99
+    (6 float groups: ~0.95): at the default gate the search built 17 int8 models per target at this size
+    and refused them all (9.8 min; 2.6 min here). The gate at 0.5 keeps the all-int8 artifact, so `check`
+    runs it too; the search is walked by the 64 px cells above."""
     targets = [t for t in available_targets() if t in ("onnx", "tflite")]
     if not targets:
         pytest.skip("no backend installed")
     folder, _ = hf_checkpoint("backbone", image_size=384, width_multiplier=1.5)
-    run_and_check(tmp_path / "out", folder, "backbone", targets, PRECISIONS, [], capsys)
+    flags = ["--min-agreement", "0.5"]
+    run_and_check(tmp_path / "out", folder, "backbone", targets, PRECISIONS, flags, capsys)

@@ -63,3 +63,22 @@ def test_float_ops_stay_float_and_statistics_are_computed_once(hf_checkpoint, mo
     weights = dequantized_inputs(mixed, {op.name for op in convs})
     assert quantized and all("constexpr_affine_dequantize" in weights[c] for c in quantized), weights
     assert not any("constexpr_affine_dequantize" in weights[c] for c in floats & set(weights)), weights
+
+
+def test_calibration_ranges_cover_every_sample_not_only_the_last(hf_checkpoint):
+    """coremltools 9.0 keeps only the last sample's range (apple/coremltools#2704); ours is the running
+    min/max: calibrating on [a, b] gives the union of the ranges of [a] and of [b], in either order."""
+    folder, _ = hf_checkpoint("classification", image_size=SIZE)
+    settings = parse_settings(ExportOptions(precision="w8a8", image_size=SIZE))
+    mlmodel, _ = convert_model(load_model(folder), settings, SIZE)
+    a, b = compress_module.calibration_feeds(calibration_images(None, SIZE)[:2], settings)
+    alone_a = compress_module._interpreter_stats(mlmodel, [a])
+    alone_b = compress_module._interpreter_stats(mlmodel, [b])
+    both = compress_module._interpreter_stats(mlmodel, [a, b])
+    assert both == compress_module._interpreter_stats(mlmodel, [b, a])
+    assert set(both) == set(alone_a) == set(alone_b)
+    for name, r in both.items():
+        assert r["rmin"] == min(alone_a[name]["rmin"], alone_b[name]["rmin"]), name
+        assert r["rmax"] == max(alone_a[name]["rmax"], alone_b[name]["rmax"]), name
+    # the two images differ somewhere, so a last-sample range would not be the union
+    assert any(alone_a[n] != alone_b[n] for n in both)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -52,7 +54,10 @@ def hf_checkpoint(tmp_path_factory):
         if key not in cache:
             model = build_hf_model(task, seed, **config_kwargs)
             folder = tmp_path_factory.mktemp(f"hf-{task}")
-            model.save_pretrained(folder)
+            # transformers' "Writing model shards" bar would land in the captured stderr of whichever test
+            # builds the checkpoint first (under `pytest -n`, a different one per worker).
+            with contextlib.redirect_stderr(io.StringIO()):
+                model.save_pretrained(folder)
             cache[key] = (folder, model)
         return cache[key]
 

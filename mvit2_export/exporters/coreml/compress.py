@@ -212,6 +212,8 @@ def compress(
     }
     try:
         with quiet_coremltools(), _recompile_pipeline_patch():
+            # the weight compression, with the consts of the search's float ops left out
+            weights = _weight_config(settings, _with_weights(mlmodel, float_ops))
             if settings.precision == "w8a8":
                 images = calibration()[: settings.calibration_samples]
                 act_config = cto.coreml.OptimizationConfig(
@@ -220,7 +222,6 @@ def compress(
                     ),
                     op_name_configs=dict.fromkeys([*_output_producers(mlmodel), *float_ops]),
                 )
-                weights = _weight_config(settings, _with_weights(mlmodel, float_ops))
                 with _calibration_patch(not can_predict, stats_cache), _weights_in_same_pass(weights):
                     mlmodel = cto.coreml.experimental.linear_quantize_activations(
                         mlmodel, act_config, calibration_feeds(images, settings)
@@ -228,9 +229,8 @@ def compress(
                 facts["calibration_images"] = int(len(images))
                 facts["calibration_runtime"] = "coreml" if can_predict else "mil-reference"
             elif settings.precision == "palettized":
-                mlmodel = cto.coreml.palettize_weights(mlmodel, _weight_config(settings))
+                mlmodel = cto.coreml.palettize_weights(mlmodel, weights)
             else:
-                weights = _weight_config(settings, _with_weights(mlmodel, float_ops))
                 mlmodel = cto.coreml.linear_quantize_weights(mlmodel, weights)
     except Exception as exc:
         raise ExportError(

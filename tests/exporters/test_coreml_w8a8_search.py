@@ -5,16 +5,20 @@ images) are computed once per float model, not once per configuration tried."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("coremltools")
+
+from coremltools.optimize.coreml.experimental._model_debugger import ModelDebugger  # noqa: E402
 
 from mvit2_export import load_model  # noqa: E402
 from mvit2_export.data.images import calibration_images  # noqa: E402
 from mvit2_export.exporters.base import ExportOptions  # noqa: E402
 from mvit2_export.exporters.coreml import compress as compress_module  # noqa: E402
-from mvit2_export.exporters.coreml.compress import compress, quantizable_ops  # noqa: E402
+from mvit2_export.exporters.coreml.compress import TAIL, TailRanges, compress, quantizable_ops  # noqa: E402
 from mvit2_export.exporters.coreml.convert import convert_model  # noqa: E402
+from mvit2_export.exporters.coreml.mil import MilInterpreter  # noqa: E402
 from mvit2_export.exporters.coreml.settings import parse_settings  # noqa: E402
 
 SIZE = 64
@@ -65,20 +69,53 @@ def test_float_ops_stay_float_and_statistics_are_computed_once(hf_checkpoint, mo
     assert not any("constexpr_affine_dequantize" in weights[c] for c in floats & set(weights)), weights
 
 
-def test_calibration_ranges_cover_every_sample_not_only_the_last(hf_checkpoint):
-    """coremltools 9.0 keeps only the last sample's range (apple/coremltools#2704); ours is the running
-    min/max: calibrating on [a, b] gives the union of the ranges of [a] and of [b], in either order."""
+def test_calibration_ranges_are_percentiles_of_every_sample_not_only_the_last(hf_checkpoint, tmp_path):
+    """coremltools 9.0 keeps only the last sample's range (apple/coremltools#2704); ours are the 0.01st and
+    99.99th percentiles of every value of every sample: the same in either order, and per tensor at most
+    TAIL of the values of both images together fall outside, and no more than that is clipped."""
     folder, _ = hf_checkpoint("classification", image_size=SIZE)
     settings = parse_settings(ExportOptions(precision="w8a8", image_size=SIZE))
     mlmodel, _ = convert_model(load_model(folder), settings, SIZE)
-    a, b = compress_module.calibration_feeds(calibration_images(None, SIZE)[:2], settings)
-    alone_a = compress_module._interpreter_stats(mlmodel, [a])
-    alone_b = compress_module._interpreter_stats(mlmodel, [b])
-    both = compress_module._interpreter_stats(mlmodel, [a, b])
-    assert both == compress_module._interpreter_stats(mlmodel, [b, a])
-    assert set(both) == set(alone_a) == set(alone_b)
-    for name, r in both.items():
-        assert r["rmin"] == min(alone_a[name]["rmin"], alone_b[name]["rmin"]), name
-        assert r["rmax"] == max(alone_a[name]["rmax"], alone_b[name]["rmax"]), name
-    # the two images differ somewhere, so a last-sample range would not be the union
-    assert any(alone_a[n] != alone_b[n] for n in both)
+    feeds = compress_module.calibration_feeds(calibration_images(None, SIZE)[:2], settings)
+    both = compress_module._interpreter_stats(mlmodel, feeds)
+    assert both == compress_module._interpreter_stats(mlmodel, feeds[::-1])
+    mlmodel.save(str(tmp_path / "float.mlpackage"))
+    interp = MilInterpreter.from_mlpackage(tmp_path / "float.mlpackage")
+    values: dict[str, list[np.ndarray]] = {}
+    for feed in feeds:
+        _, trace = interp.run(feed, trace=True)
+        for name, v in trace.items():
+            if np.issubdtype(np.asarray(v).dtype, np.floating):
+                values.setdefault(name, []).append(np.asarray(v, dtype=np.float32).ravel())
+    concat_shared = {n for group in ModelDebugger(mlmodel)._get_concat_op_info() for n in group}
+    checked = clipped = 0
+    for name, parts in values.items():
+        if name not in both or name in concat_shared:
+            continue
+        x = np.concatenate(parts)
+        lo, hi = both[name]["rmin"], both[name]["rmax"]
+        assert (x > hi).sum() <= TAIL * x.size and (x < lo).sum() <= TAIL * x.size, name
+        assert hi >= np.percentile(x, 100 * (1 - 2 * TAIL)) and lo <= np.percentile(x, 100 * 2 * TAIL), name
+        checked += 1
+        clipped += bool(hi < x.max() or lo > x.min())
+    assert checked > 100 and clipped > 10, (checked, clipped)  # large tensors are clipped, not min/max
+    # a range from the last image alone would miss the other's extremes somewhere
+    last = compress_module._interpreter_stats(mlmodel, feeds[1:])
+    assert any(last[n] != both[n] for n in both)
+
+
+def test_tail_ranges_match_numpy_percentiles_and_ignore_a_lone_outlier():
+    rng = np.random.default_rng(0)
+    samples = [rng.standard_normal(300_000).astype(np.float32) for _ in range(3)]
+    samples[1][17] = 1e3  # one activation far out: min/max would spend the int8 steps on it
+    tails = TailRanges(len(samples))
+    for s in samples:
+        tails.add("x", s)
+        tails.add("small", s[:50])  # 150 values in all: under one in 1/TAIL, so min and max
+    r = tails.ranges()
+    x = np.concatenate(samples)
+    assert r["x"]["rmax"] < 10
+    assert abs(r["x"]["rmax"] - np.percentile(x, 100 * (1 - TAIL))) < 0.05
+    assert abs(r["x"]["rmin"] - np.percentile(x, 100 * TAIL)) < 0.05
+    small = np.concatenate([s[:50] for s in samples])
+    assert r["small"] == {"rmin": float(small.min()), "rmax": float(small.max())}

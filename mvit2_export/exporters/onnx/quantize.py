@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -90,18 +92,41 @@ def _retarget_input_casts(proto: onnx.ModelProto) -> None:
 
 
 class _ImageReader:
-    """CalibrationDataReader over uint8 RGB images, fed one at a time in the model's input format."""
+    """CalibrationDataReader over uint8 RGB images, fed one at a time in the model's input format;
+    `set_range` serves onnxruntime's strided calibration (a chunk of images per pass)."""
 
     def __init__(self, input_name: str, images: np.ndarray, embedded: bool) -> None:
-        self._feeds = iter(
-            [{input_name: im[None] if embedded else images_to_pixel_values(im[None])} for im in images]
-        )
+        self._all = [
+            {input_name: im[None] if embedded else images_to_pixel_values(im[None])} for im in images
+        ]
+        self._feeds = iter(self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._feeds = iter(self._all[start_index:end_index])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._feeds, None)
 
     def rewind(self) -> None:  # part of the CalibrationDataReader protocol; a single pass is all we need
         pass
+
+
+# Activation ranges: onnxruntime's Percentile calibration at 99.999 (0.0005% of each tensor's values cut
+# on each side, from a 2048-bin histogram), not MinMax. Trained fixture (width 0.5 @ 128), all-int8
+# top-1 agreement with fp32: 500 held-out crops MinMax 0.978, Percentile 99.99 0.980, 99.999 0.990,
+# Entropy 0.978; 1000 other crops MinMax 0.976, 99.99 0.980, 99.999 0.988, 99.9999 0.986. The histogram
+# calibrator holds every intermediate tensor of the images it is given, so it is given CALIB_STRIDE at a
+# time (onnxruntime's CalibStridedMinMax, which any calibrator honours) and merges their histograms.
+PERCENTILE = 99.999
+CALIB_STRIDE = 8
+
+
+def calibration_stride(n: int) -> int:
+    """The largest divisor of `n` up to CALIB_STRIDE (onnxruntime requires the chunks to divide the set)."""
+    return max(d for d in range(1, min(n, CALIB_STRIDE) + 1) if n % d == 0)
 
 
 def resolve_op_types(backend: dict[str, Any]) -> list[str] | None:
@@ -163,7 +188,7 @@ class OnnxInt8:
             "weight_type": "QInt8",
             "int8_isa": isa,
             "reduce_range": reduce_range_for(isa),
-            "calibrate_method": "MinMax",
+            "calibrate_method": f"Percentile {PERCENTILE}",
             "op_types_to_quantize": op_types if op_types is not None else "all",
             "calibration_images": len(images),
             "float_nodes": self.outputs_float,
@@ -180,8 +205,10 @@ class OnnxInt8:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         out = self.workdir / f"int8-{len(float_nodes)}f.onnx"
+        extra = {"CalibPercentile": PERCENTILE, "CalibStridedMinMax": calibration_stride(len(self.images))}
         try:
-            with warnings.catch_warnings():
+            # the histogram calibrator prints progress to stdout: the CLI's output is ours alone
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 quantize_static(
                     str(self.pre_path),
@@ -192,10 +219,11 @@ class OnnxInt8:
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                     reduce_range=reduce_range_for(self.isa),
-                    calibrate_method=CalibrationMethod.MinMax,
+                    calibrate_method=CalibrationMethod.Percentile,
                     op_types_to_quantize=self.op_types,
                     nodes_to_exclude=self.outputs_float + list(float_nodes),
                     calibration_cache_path=str(self.cache),
+                    extra_options=extra,
                 )
         except Exception as exc:
             raise ExportError(f"int8 quantization failed: {first_line(exc)}") from exc

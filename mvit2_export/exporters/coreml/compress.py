@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -26,6 +25,7 @@ from ...errors import ExportError
 from ...model.preprocess import images_to_pixel_values
 from .convert import INPUT_NAME, pass_pipeline, quiet_coremltools
 from .settings import CoreMLSettings
+from .tail_ranges import TailRanges
 
 # The op types whose activations coremltools' W8A8 quantizes (its insert_prefix_quantize_dequantize_pair
 # pass: SUPPORTED_OP_TYPES in coremltools 9); the mixed-precision search keeps some of them float.
@@ -84,31 +84,6 @@ def calibration_feeds(images: np.ndarray, settings: CoreMLSettings) -> list[dict
 TAIL = 1e-4
 
 
-class TailRanges:
-    """Per tensor, the k smallest and k largest calibration values, k = TAIL x the tensor's values over all
-    samples (at least 1: small tensors keep min/max): exact percentiles without holding every value (a
-    tensor of width 2.0 @ 512 has millions per image)."""
-
-    def __init__(self, samples: int) -> None:
-        self.samples = samples
-        self.low: dict[str, np.ndarray] = {}
-        self.high: dict[str, np.ndarray] = {}
-
-    def add(self, name: str, value: Any) -> None:
-        flat = np.asarray(value, dtype=np.float32).ravel()
-        if flat.size == 0:
-            return
-        k = min(flat.size, max(1, math.ceil(TAIL * flat.size * self.samples)))
-        low, high = np.partition(flat, k - 1)[:k], -np.partition(-flat, k - 1)[:k]
-        if name in self.low:
-            low = np.partition(np.concatenate([self.low[name], low]), k - 1)[:k]
-            high = -np.partition(-np.concatenate([self.high[name], high]), k - 1)[:k]
-        self.low[name], self.high[name] = low, high
-
-    def ranges(self) -> dict[str, dict[str, float]]:
-        return {n: {"rmin": float(self.low[n].max()), "rmax": float(self.high[n].min())} for n in self.low}
-
-
 def _share_concat_ranges(fpmodel: Any, stats: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """As coremltools does after collecting: a concat's inputs and output share one range."""
     from coremltools.optimize.coreml.experimental._model_debugger import ModelDebugger
@@ -127,7 +102,7 @@ def _interpreter_stats(
     and every non-const op output over the samples, computed by the MIL interpreter on the saved program."""
     from .mil import MilInterpreter
 
-    tails = TailRanges(len(sample_data))
+    tails = TailRanges(len(sample_data), TAIL)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "calibrate.mlpackage"
         fpmodel.save(str(path))
@@ -148,7 +123,7 @@ def _coremltools_stats() -> Callable[..., dict[str, dict[str, float]]]:
     from coremltools.optimize.coreml.experimental._model_debugger import ModelDebugger
 
     def stats(fpmodel: Any, sample_data: list[dict[str, Any]], *rest: Any) -> dict[str, dict[str, float]]:
-        tails = TailRanges(len(sample_data))
+        tails = TailRanges(len(sample_data), TAIL)
         for feed in sample_data:
             for name, value in feed.items():
                 tails.add(name, value)  # inputs (coremltools records them apart, without the debugger)

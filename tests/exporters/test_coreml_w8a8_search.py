@@ -18,7 +18,6 @@ from mvit2_export.exporters.base import ExportOptions  # noqa: E402
 from mvit2_export.exporters.coreml import compress as compress_module  # noqa: E402
 from mvit2_export.exporters.coreml.compress import TAIL, compress, quantizable_ops  # noqa: E402
 from mvit2_export.exporters.coreml.convert import convert_model  # noqa: E402
-from mvit2_export.exporters.coreml.mil import MilInterpreter  # noqa: E402
 from mvit2_export.exporters.coreml.settings import parse_settings  # noqa: E402
 
 SIZE = 64
@@ -69,7 +68,7 @@ def test_float_ops_stay_float_and_statistics_are_computed_once(hf_checkpoint, mo
     assert not any("constexpr_affine_dequantize" in weights[c] for c in floats & set(weights)), weights
 
 
-def test_calibration_ranges_are_percentiles_of_every_sample_not_only_the_last(hf_checkpoint, tmp_path):
+def test_calibration_ranges_are_percentiles_of_every_sample_not_only_the_last(hf_checkpoint):
     """coremltools 9.0 keeps only the last sample's range (apple/coremltools#2704); ours are the 0.01st and
     99.99th percentiles of every value of every sample: the same in either order, and per tensor at most
     TAIL of the values of both images together fall outside, and no more than that is clipped."""
@@ -79,14 +78,10 @@ def test_calibration_ranges_are_percentiles_of_every_sample_not_only_the_last(hf
     feeds = compress_module.calibration_feeds(calibration_images(None, SIZE)[:2], settings)
     both = compress_module._interpreter_stats(mlmodel, feeds)
     assert both == compress_module._interpreter_stats(mlmodel, feeds[::-1])
-    mlmodel.save(str(tmp_path / "float.mlpackage"))
-    interp = MilInterpreter.from_mlpackage(tmp_path / "float.mlpackage")
     values: dict[str, list[np.ndarray]] = {}
-    for feed in feeds:
-        _, trace = interp.run(feed, trace=True)
-        for name, v in trace.items():
-            if np.issubdtype(np.asarray(v).dtype, np.floating):
-                values.setdefault(name, []).append(np.asarray(v, dtype=np.float32).ravel())
+    for tensors in compress_module.calibration_tensors(mlmodel, feeds):
+        for name, v in tensors.items():
+            values.setdefault(name, []).append(v.ravel())
     concat_shared = {n for group in ModelDebugger(mlmodel)._get_concat_op_info() for n in group}
     checked = clipped = 0
     for name, parts in values.items():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -95,14 +95,10 @@ def _share_concat_ranges(fpmodel: Any, stats: dict[str, dict[str, float]]) -> di
     return stats
 
 
-def _interpreter_stats(
-    fpmodel: Any, sample_data: list[dict[str, Any]], *_: Any
-) -> dict[str, dict[str, float]]:
-    """Stand-in for coremltools' `_get_activation_calibration_stats` off macOS: the ranges of the inputs
-    and every non-const op output over the samples, computed by the MIL interpreter on the saved program."""
+def calibration_tensors(fpmodel: Any, sample_data: list[dict[str, Any]]) -> Iterator[dict[str, np.ndarray]]:
+    """Per sample, the inputs and every floating op output of the saved program (MIL interpreter)."""
     from .mil import MilInterpreter
 
-    tails = TailRanges(len(sample_data), TAIL)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "calibrate.mlpackage"
         fpmodel.save(str(path))
@@ -112,8 +108,18 @@ def _interpreter_stats(
             _, trace = interp.run(feed, trace=True)
             # Outputs too: an output can feed further ops (logits -> softmax) that get quantized.
             tensors.update((n, v) for n, v in trace.items() if np.issubdtype(v.dtype, np.floating))
-            for name, value in tensors.items():
-                tails.add(name, value)
+            yield tensors
+
+
+def _interpreter_stats(
+    fpmodel: Any, sample_data: list[dict[str, Any]], *_: Any
+) -> dict[str, dict[str, float]]:
+    """Stand-in for coremltools' `_get_activation_calibration_stats` off macOS: the ranges of the inputs
+    and every non-const op output over the samples, computed by the MIL interpreter on the saved program."""
+    tails = TailRanges(len(sample_data), TAIL)
+    for tensors in calibration_tensors(fpmodel, sample_data):
+        for name, value in tensors.items():
+            tails.add(name, value)
     return _share_concat_ranges(fpmodel, tails.ranges())
 
 

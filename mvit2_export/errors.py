@@ -123,7 +123,8 @@ class AuditError(Mvit2ExportError):
 
 
 class IntegrityError(Mvit2ExportError):
-    """An artifact listed in a manifest that is missing or whose sha256 changed."""
+    """An artifact listed in a manifest that is missing, whose sha256 changed, or that the
+    manifest's model does not lower to (found when `check --localize` re-lowers a .pte)."""
 
     exit_code = 6
 

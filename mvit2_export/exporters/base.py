@@ -179,8 +179,11 @@ class Exporter(abc.ABC):
         """The tool's metadata stored in the artifact (rewrites, preprocessing, checkpoint sha256), if any."""
         return {}
 
-    def intermediates(self, path: Path, artifact: ArtifactEntry, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Every intermediate tensor the runtime can expose, by value name, in execution order (for --localize)."""
+    def intermediates(
+        self, path: Path, artifact: ArtifactEntry, images: np.ndarray, lowered: nn.Module | None = None
+    ) -> dict[str, np.ndarray]:
+        """Every intermediate tensor the runtime can expose, by value name, in execution order (for --localize).
+        `lowered` is the module `lowered` returned, for a runtime that must lower it again to expose them."""
         raise UsageError(f"--localize is not available for {self.target} artifacts yet")
 
     def lowered(

@@ -291,7 +291,7 @@ def localize_artifact(
     included), against the artifact's own."""
     module, to_input = exporter.lowered(model, entry, int(image.shape[1]))
     reference = reference_intermediates(module, to_input(image[:1]))
-    artifact = exporter.intermediates(path, entry, image[:1])
+    artifact = exporter.intermediates(path, entry, image[:1], lowered=module)
     if isinstance(artifact, ValueTrace):
         return localize_by_value(reference, artifact, entry.precision)
     return localize(reference, artifact, entry.precision)

@@ -233,7 +233,9 @@ class CoreMLExporter(Exporter):
         module = prepare_program(model, image_size, argmax).program.module()
         return module, lambda images: torch.from_numpy(images_to_pixel_values(images))
 
-    def intermediates(self, path: Path, artifact: ArtifactEntry, images: np.ndarray) -> dict[str, np.ndarray]:
+    def intermediates(
+        self, path: Path, artifact: ArtifactEntry, images: np.ndarray, lowered: nn.Module | None = None
+    ) -> dict[str, np.ndarray]:
         """Every op output of the saved program, executed by the MIL interpreter (program order)."""
         runner = MilReferenceRunner(Path(path), [])
         _, trace = runner.interp.run(runner.feed(images[0]), trace=True)

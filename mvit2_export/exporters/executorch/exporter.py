@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ...data.images import calibration_images
-from ...errors import UsageError
+from ...errors import IntegrityError, UsageError
 from ...manifest import ArtifactEntry
 from ...model import Preprocessor
 from ...progress import step
@@ -263,15 +263,57 @@ class ExecuTorchExporter(Exporter):
     def lowered(
         self, model: nn.Module, artifact: ArtifactEntry, image_size: int
     ) -> tuple[nn.Module, Callable[[np.ndarray], torch.Tensor]]:
-        """`check --localize` for .pte: not available. The one XNNPACK delegate's insides are not
-        observable in the shipped file, and ExecuTorch's intermediate-output taps (devtools'
-        intermediate_output_tap), which make tapped values outputs of a re-lowered program, corrupt the
-        output tensors beyond ~50-150 taps in executorch 1.5.1 (XNNExecutor: "Attempted to resize a
-        static tensor ... (32, 0, 1093295664, 32765)", then 0x10; 50 taps work; measured at width 0.5)."""
-        raise UsageError(
-            "--localize is not available for .pte artifacts (executorch 1.5.1's intermediate-output taps "
-            "fail on a whole model); localize the same program with --target tflite or onnx"
-        )
+        """The fp32 program the artifact was lowered from (for fp16, its cast is what gets tapped), as
+        `taps.TapReference`; the input as the .pte takes it."""
+        from . import lower
+        from .quantize import model_inputs
+        from .taps import TapReference, name_map
+
+        self.check_available()
+        backend = str(artifact.options.get("delegate_backend", "xnnpack"))
+        if backend != "xnnpack":
+            raise UsageError(
+                "--localize for a Core ML-delegated .pte is not available here (its runtime needs Apple "
+                "hardware); localize the same model with --target coreml, which runs in the MIL interpreter"
+            )
+        if artifact.precision == "int8":
+            # A tap on a quantized op's float output changes what the partitioner fuses (the tapped
+            # program would not be the shipped one), and re-quantizing needs the export's calibration.
+            raise UsageError(
+                "--localize is not available for int8 .pte artifacts; localize the int8 model with "
+                "--target onnx or tflite (same rewrites, same held-out gate)"
+            )
+        embedded = artifact.inputs[0]["name"] == "images"
+        body = lower.prepared(model, image_size, embedded)
+        reference = lower.export(body.module, body.example)
+        # its own program either way: tapping edits it in place
+        half = artifact.precision == "fp16"
+        source = lower.export(HalfPrecision(body.module) if half else body.module, body.example)
+        return TapReference(reference, source, name_map(reference, source)), lambda images: model_inputs(
+            images[:1], embedded
+        )[0]
+
+    def intermediates(
+        self, path: Path, artifact: ArtifactEntry, images: np.ndarray, lowered: nn.Module | None = None
+    ) -> dict[str, np.ndarray]:
+        """Every op output of the program re-lowered with taps (taps.py), keyed by the reference's node
+        names, after its outputs are checked to reproduce the shipped artifact's on the same image."""
+        from .quantize import model_inputs
+        from .runner import ExecuTorchRunner
+        from .taps import REPRODUCTION_TOLERANCE, TapReference, reproduction_error, run_tapped
+
+        if not isinstance(lowered, TapReference):
+            raise UsageError("--localize for .pte needs the program from ExecuTorchExporter.lowered")
+        x = model_inputs(images[:1], artifact.inputs[0]["name"] == "images")[0]
+        tapped = run_tapped(lowered.source, x, lowered.names)
+        err = reproduction_error(tapped.outputs, ExecuTorchRunner(Path(path)).run_one(x))
+        if not err <= REPRODUCTION_TOLERANCE:
+            raise IntegrityError(
+                f"{Path(path).name}: the program re-lowered with taps does not reproduce the artifact's outputs "
+                f"(rel err {err:.3g} > {REPRODUCTION_TOLERANCE:g}): the file is not what this model lowers to with executorch "
+                f"{_version()} (it was lowered with {artifact.options.get('executorch_version', 'unknown')})"
+            )
+        return {lowered.names[name]: value for name, value in tapped.values.items()}
 
 
 class HalfPrecision(nn.Module):

@@ -222,7 +222,9 @@ class OnnxExporter(Exporter):
             return module, lambda images: torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
         return module, lambda images: torch.from_numpy(images_to_pixel_values(images))
 
-    def intermediates(self, path: Path, artifact: ArtifactEntry, images: np.ndarray) -> dict[str, np.ndarray]:
+    def intermediates(
+        self, path: Path, artifact: ArtifactEntry, images: np.ndarray, lowered: nn.Module | None = None
+    ) -> dict[str, np.ndarray]:
         from .intermediates import onnx_intermediates
 
         return onnx_intermediates(Path(path), images)

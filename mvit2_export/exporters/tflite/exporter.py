@@ -238,7 +238,9 @@ class TFLiteExporter(Exporter):
             np.ascontiguousarray(images_to_pixel_values(images).transpose(0, 2, 3, 1))
         )
 
-    def intermediates(self, path: Path, artifact: ArtifactEntry, images: np.ndarray) -> ValueTrace:
+    def intermediates(
+        self, path: Path, artifact: ArtifactEntry, images: np.ndarray, lowered: nn.Module | None = None
+    ) -> ValueTrace:
         """Every op output LiteRT preserves (builtin kernels), keyed OPTYPE#index: matched by value."""
         self.check_available()
         from .intermediates import tflite_intermediates

@@ -57,9 +57,9 @@ from mvit2_export.api import resolve_model
 from mvit2_export.bench.interleaved import Row, interleaved_latency
 from mvit2_export.bench.machine import cpu_flags, environment, machine_facts
 from mvit2_export.bench.roofline import GemmThroughput, gemm_probe, gemm_throughput, model_flops, roofline_ms
-from mvit2_export.bench.run import NOT_TIMED
 from mvit2_export.data.images import parity_images
 from mvit2_export.exporters import get_exporter
+from mvit2_export.exporters.coreml.runner import MilReferenceRunner
 from mvit2_export.model.config import TASK_ARCHITECTURES
 from mvit2_export.model.preprocess import images_to_pixel_values
 from mvit2_export.progress import ProgressEvent
@@ -356,7 +356,7 @@ def run_case(case: Case, args: argparse.Namespace, work: Path) -> CaseResult:
         rows.append(row(entry.target, name, entry.precision, "ours", fn, secs, megabytes(path)))
     for p in PRECISIONS:
         rows.append(
-            row("coreml", "ours (Core ML)", p, "ours", note=f"not timed: {NOT_TIMED['mil-reference']}")
+            row("coreml", "ours (Core ML)", p, "ours", note=f"not timed: {MilReferenceRunner.not_timed}")
         )
 
     probe, probe_flops = gemm_probe(GEMM_PROBE_N, threads)

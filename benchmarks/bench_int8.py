@@ -44,9 +44,7 @@ def rows_for(out: Path, manifest, image, runs: int) -> list[Row]:
             runner = exporter.load_runner(path, entry, k, **setting)
             return lambda: runner.run(image)
 
-        threads = thread_candidates(None)
-        if entry.target == "executorch":  # one pool per process, sized by the first load: all cores
-            threads = threads[-1:]
+        threads = exporter.bench_threads(thread_candidates(None))
         best = best_threading(make, entry.target, threads, exporter.bench_settings(), 2, max(5, runs // 4))
         row = Row(f"w{manifest.model['width_multiplier']}", entry.target, entry.path, entry.precision, "ours")
         row.fn = make(best.threads, best.settings)

@@ -19,9 +19,6 @@ from ..report import write_report
 from .machine import machine_facts
 from .threading import best_threading, thread_candidates
 
-# Runtimes whose timings say nothing about a device: the NumPy MIL interpreter is a correctness oracle.
-NOT_TIMED = {"mil-reference": "Core ML latency needs macOS (MLModel.predict)"}
-
 
 def bench(
     out: str | Path,
@@ -63,13 +60,11 @@ def bench(
         say(f"timing {entry.path}", n, steps, entry)
         path = verify_artifact(out, entry)
         exporter = get_exporter(entry.target)
-        runner = exporter.load_runner(path, entry, candidates[0])
-        if runner.runtime in NOT_TIMED:
-            entry.latency = {
-                "runtime": runner.runtime,
-                "median_ms": None,
-                "note": NOT_TIMED[runner.runtime],
-            }
+        counts = exporter.bench_threads(candidates)
+        runner = exporter.load_runner(path, entry, counts[0])
+        note = getattr(runner, "not_timed", None)
+        if note:
+            entry.latency = {"runtime": runner.runtime, "median_ms": None, "note": note}
             continue
 
         def make(k: int, setting: dict[str, Any], path=path, entry=entry, exporter=exporter) -> Any:
@@ -77,7 +72,7 @@ def bench(
             return lambda: r.run(image)
 
         entry.latency = best_threading(
-            make, runner.runtime, candidates, exporter.bench_settings(), warmup, runs
+            make, runner.runtime, counts, exporter.bench_settings(), warmup, runs
         ).to_dict()
     write_manifest(out, manifest)
     write_report(out, manifest)

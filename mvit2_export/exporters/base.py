@@ -103,6 +103,9 @@ class Gate(Protocol):
 
 
 class Runner(Protocol):
+    """A loaded artifact. A runner whose timings say nothing about a device (a NumPy interpreter standing
+    in for an Apple-only runtime) also sets `not_timed` to why; `bench` records that instead of a latency."""
+
     runtime: str
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
@@ -169,6 +172,11 @@ class Exporter(abc.ABC):
     @abc.abstractmethod
     def op_histogram(self, path: Path) -> dict[str, int]:
         """Operation type -> count, as the backend sees the artifact."""
+
+    def bench_threads(self, candidates: list[int]) -> list[int]:
+        """The thread counts `bench` can time this runtime at in this process, out of `candidates` (1 ..
+        the cores, or the pinned count): all of them unless the runtime fixes its pool once per process."""
+        return candidates
 
     def bench_settings(self) -> list[dict[str, Any]]:
         """Runtime knobs besides the thread count that `bench` searches (each a `load_runner` keyword

@@ -49,3 +49,24 @@ def test_bench_threads_pins_the_thread_count(out, capsys):
     lat = json.loads((out / "manifest.json").read_text())["artifacts"][0]["latency"]
     assert {t["threads"] for t in lat["tried"]} == {1} and lat["threads"] == 1
     assert len(lat["tried"]) == 2  # the wait policy is still chosen by measurement
+
+
+@pytest.mark.parametrize("backend", ["xnnpack", "coreml"])
+def test_bench_times_a_pte_at_the_pool_it_really_runs_on(tmp_path, backend):
+    """ExecuTorch sizes one thread pool per process at the first load: `bench` used to load the first
+    candidate (1 thread), then report a "2 thread" time that ran on that 1-thread pool (1.7x slower on
+    this host). A Core ML-delegated .pte runs here only in the NumPy MIL oracle: recorded, not timed."""
+    pytest.importorskip("executorch")
+    from executorch.extension.pybindings import portable_lib
+
+    out = tmp_path / "out"
+    opts = {"executorch": {"executorch_backend": backend}}
+    export(None, "executorch", out, "fp32", width=0.5, image_size=64, check=False, backend_options=opts)
+    assert main(["bench", str(out), "--warmup", "0", "--runs", "2"]) == 0
+    lat = json.loads((out / "manifest.json").read_text())["artifacts"][0]["latency"]
+    if backend == "coreml":
+        assert lat["median_ms"] is None and "Apple hardware" in lat["note"]
+        return
+    pool = portable_lib._threadpool_get_thread_count()
+    assert [t["threads"] for t in lat["tried"]] == [pool] and lat["threads"] == pool
+    assert lat["threading"] == "fixed" and lat["median_ms"] > 0

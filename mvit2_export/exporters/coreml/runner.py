@@ -34,6 +34,7 @@ class MilReferenceRunner:
     """Executes the saved program with `mvit2_export.exporters.coreml.mil` (fp16 ops computed in float16)."""
 
     runtime = "mil-reference"
+    not_timed = "Core ML latency needs macOS (MLModel.predict)"  # a NumPy oracle, not a device
 
     def __init__(self, path: Path, output_names: list[str]) -> None:
         from .mil import MilInterpreter

@@ -234,6 +234,15 @@ class ExecuTorchExporter(Exporter):
         self.check_available()
         return load(Path(path), threads)
 
+    def bench_threads(self, candidates: list[int]) -> list[int]:
+        # One pool per process, fixed when the first delegate loads (see runner.set_threads): timing a
+        # .pte at another count in this process would silently run at the pool's size. So size it for
+        # the most threads asked for, and time only at the size it really has.
+        from .runner import set_threads
+
+        self.check_available()
+        return [set_threads(max(candidates))]
+
     def op_histogram(self, path: Path) -> dict[str, int]:
         from .pte import op_histogram
 

@@ -85,6 +85,9 @@ class CoreMLDelegateRunner:
     (that runtime is Apple-only), or the Neural Engine's numerics."""
 
     runtime = MIL_RUNTIME
+    not_timed = (
+        "ExecuTorch's Core ML delegate runs only on Apple hardware (here a NumPy oracle runs its program)"
+    )
 
     def __init__(self, path: Path) -> None:
         import json

@@ -90,7 +90,8 @@ def add_gate_args(p: argparse.ArgumentParser, export: bool) -> None:
     g.add_argument(
         "--heldout-count",
         type=int,
-        help="built-in held-out images (default 500 crops; 48 mosaics for segmentation)" + recorded,
+        help="built-in held-out images (default 1000 crops; 96 mosaics for segmentation), judged in two halves"
+        + recorded,
     )
     if export:
         g.add_argument(

@@ -75,6 +75,7 @@ class Trial:
             "float_groups": len(self.float_layers),
             "names": self.float_layers,
             "agreement": self.agreement,
+            "lowest_half": self.gate.get("lowest_half", self.agreement),
             "met": self.met,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
             "min_agreement": self.gate.get("min_agreement"),
@@ -237,12 +238,13 @@ def search(
             return SearchResult(path, trials, ranked, len(trials) - 1)
         discard(path)
     tried = " | ".join(
-        f"{len(t.float_layers)} float: {t.agreement:.4f}" + ("" if t.judge == "artifact" else f" ({t.judge})")
+        f"{len(t.float_layers)} float: {t.agreement:.4f} (lowest half {t.gate.get('lowest_half', t.agreement):.4f})"
+        + ("" if t.judge == "artifact" else f" ({t.judge})")
         for t in trials
     )
     needs = trials[0].gate.get("min_agreement")
     raise GateNotMetError(
-        f"{label}: int8 misses the held-out gate (agreement >= {needs}) even with the "
+        f"{label}: int8 misses the held-out gate (agreement >= {needs} on each half) even with the "
         f"{len(trials[-1].float_layers)} most sensitive of {len(ranked)} layer groups in float; tried "
         f"{tried} (groups float: agreement); no int8 artifact written"
     )

@@ -6,6 +6,13 @@ outputs); with a labelled `--validation-images` folder also `--max-accuracy-drop
 the artifact's accuracy on those labels may be at most F below the reference's.
 On untrained weights int8 agreement is noise, so for every task the numbers are reported, not gated.
 
+The gate is met only when **each half** of the held-out set meets it on its own (images alternate between
+the halves). The int8 search keeps the first configuration whose numbers pass, so a single pooled number is
+an optimistic estimate of what the chosen configuration does on images it was never judged on: measured on
+a trained fixture (2026-12-06, AVX2 host), TFLite met a pooled 500-crop gate at 0.992 and agreed 0.972 on
+500 other crops of the same band. Requiring both halves asks the configuration to hold on two samples,
+which costs a margin of about one standard error, not a second data set.
+
 An `AccuracyGate` holds the held-out images and the reference's outputs on them (computed once, in the
 parent process): it is picklable, so export lanes and the exporters' mixed-precision searches call it
 as `gate(runner)` without importing anything from parity/.
@@ -69,6 +76,39 @@ class GateSpec:
 
 
 @dataclass
+class Half:
+    """One half of the held-out set: its size and numbers."""
+
+    n_images: int
+    agreement: float
+    accuracy_reference: float | None = None
+    accuracy: float | None = None
+
+    @property
+    def drop(self) -> float | None:
+        if self.accuracy is None or self.accuracy_reference is None:
+            return None
+        return self.accuracy_reference - self.accuracy
+
+    def accuracy_ok(self, max_drop: float | None) -> bool:
+        return self.drop is None or max_drop is None or self.drop <= max_drop + 1e-12
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_images": self.n_images,
+            "agreement": self.agreement,
+            "accuracy_reference": self.accuracy_reference,
+            "accuracy": self.accuracy,
+        }
+
+
+def halves(n: int) -> list[np.ndarray]:
+    """Indices of the two halves (alternating, so each spans the whole set: every label folder, every
+    photo); a single image is one part."""
+    return [np.arange(n)] if n < 2 else [np.arange(0, n, 2), np.arange(1, n, 2)]
+
+
+@dataclass
 class GateResult:
     metric: str
     agreement: float
@@ -82,32 +122,47 @@ class GateResult:
     note: str = ""
     extra: dict[str, float] = field(default_factory=dict)
 
+    halves: list[Half] = field(default_factory=list)  # each half's own numbers; the gate needs both
+
     @property
     def accuracy_ok(self) -> bool:
-        if self.accuracy is None or self.accuracy_reference is None or self.max_accuracy_drop is None:
-            return True
-        return self.accuracy_reference - self.accuracy <= self.max_accuracy_drop + 1e-12
+        return all(h.accuracy_ok(self.max_accuracy_drop) for h in self.parts)
+
+    @property
+    def parts(self) -> list[Half]:
+        return self.halves or [Half(self.n_images, self.agreement, self.accuracy_reference, self.accuracy)]
+
+    @property
+    def lowest(self) -> float:
+        """The lowest half's agreement: what the gate compares with `min_agreement`."""
+        return min(h.agreement for h in self.parts)
 
     @property
     def met(self) -> bool:
-        """The numbers meet the gate (whether or not it is enforced)."""
-        return self.agreement >= self.min_agreement and self.accuracy_ok
+        """The numbers meet the gate on each half (whether or not it is enforced)."""
+        return self.lowest >= self.min_agreement and self.accuracy_ok
 
     @property
     def passed(self) -> bool:
         return self.met or not self.gated
 
+    def halves_text(self) -> str:
+        return " / ".join(f"{h.agreement:.4f}" for h in self.parts)
+
     def failures(self) -> list[str]:
         out = []
-        if self.agreement < self.min_agreement:
-            out.append(f"held-out {self.metric}={self.agreement:.4f} (needs >= {self.min_agreement:g})")
+        if self.lowest < self.min_agreement:
+            out.append(
+                f"held-out {self.metric}={self.agreement:.4f} on {self.n_images} (halves "
+                f"{self.halves_text()}; each half needs >= {self.min_agreement:g})"
+            )
         if not self.accuracy_ok:
-            drop = self.accuracy_reference - self.accuracy  # type: ignore[operator]
-            out.append(f"held-out accuracy drop {drop:.4f} (needs <= {self.max_accuracy_drop:g})")
+            drops = " / ".join(f"{h.drop:.4f}" for h in self.parts if h.drop is not None)
+            out.append(f"held-out accuracy drop {drops} (each half needs <= {self.max_accuracy_drop:g})")
         return out
 
     def summary(self) -> str:
-        text = f"{self.metric} {self.agreement:.4f} on {self.n_images} held-out"
+        text = f"{self.metric} {self.agreement:.4f} on {self.n_images} held-out (halves {self.halves_text()})"
         if self.accuracy is not None:
             text += f", accuracy {self.accuracy:.4f} vs {self.accuracy_reference:.4f}"
         return text
@@ -121,6 +176,8 @@ class GateResult:
             "accuracy": self.accuracy,
             "max_accuracy_drop": self.max_accuracy_drop,
             "n_images": self.n_images,
+            "halves": [h.to_dict() for h in self.parts],
+            "lowest_half": self.lowest,
             "source": self.source,
             "gated": self.gated,
             "met": self.met,
@@ -158,22 +215,21 @@ class AccuracyGate:
         return self.evaluate(outs)
 
     def evaluate(self, outs: list[np.ndarray]) -> GateResult:
-        ref, spec = self.reference, self.spec
-        acc_ref = acc = None
+        spec, labels = self.spec, self.heldout.labels
+        if labels is not None and self.task != "classification":
+            labels = None
+        agreement, acc_ref, acc = self._numbers(outs, self.reference, labels)
+        parts = []
+        for index in halves(len(self.heldout)):
+            numbers = self._numbers(
+                [o[index] for o in outs],
+                [r[index] for r in self.reference],
+                None if labels is None else labels[index],
+            )
+            parts.append(Half(len(index), *numbers))
         extra: dict[str, float] = {}
-        if self.task == "classification":
-            agreement = float((outs[0].argmax(-1) == ref[0].argmax(-1)).mean())
-        elif self.task == "segmentation":
-            agreement = float((outs[0].argmax(1) == ref[0].argmax(1)).mean())
-        else:
-            agreement = min(cosine(r, g) for r, g in zip(ref, outs, strict=True))
         if not all(np.isfinite(o).all() for o in outs):
-            agreement = 0.0
             extra["nonfinite"] = 1.0
-        labels = self.heldout.labels
-        if labels is not None and self.task == "classification":
-            acc_ref = float((ref[0].argmax(-1) == labels).mean())
-            acc = float((outs[0].argmax(-1) == labels).mean())
         note = "" if self.trained else "untrained weights: held-out agreement is reported, not gated"
         return GateResult(
             METRIC[self.task],
@@ -187,6 +243,28 @@ class AccuracyGate:
             max_accuracy_drop=spec.max_accuracy_drop if acc is not None else None,
             note=note,
             extra=extra,
+            halves=parts,
+        )
+
+    def _numbers(
+        self, outs: list[np.ndarray], ref: list[np.ndarray], labels: np.ndarray | None
+    ) -> tuple[float, float | None, float | None]:
+        """(agreement, reference accuracy, artifact accuracy) on these images; non-finite outputs agree
+        with nothing."""
+        if not all(np.isfinite(o).all() for o in outs):
+            agreement = 0.0
+        elif self.task == "classification":
+            agreement = float((outs[0].argmax(-1) == ref[0].argmax(-1)).mean())
+        elif self.task == "segmentation":
+            agreement = float((outs[0].argmax(1) == ref[0].argmax(1)).mean())
+        else:
+            agreement = min(cosine(r, g) for r, g in zip(ref, outs, strict=True))
+        if labels is None:
+            return agreement, None, None
+        return (
+            agreement,
+            float((ref[0].argmax(-1) == labels).mean()),
+            float((outs[0].argmax(-1) == labels).mean()),
         )
 
 

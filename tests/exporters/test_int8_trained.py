@@ -77,8 +77,9 @@ def exported(int8_export, target: str) -> tuple[int, Path, dict[str, Any]]:
     """The int8 export of `target`. When the gate refused it, the refusal must be the documented one (exit
     5, no int8 file, every configuration tried named, the best within 1 point of the gate), and the test
     is an expected failure: measured 2026-12-06 on a fixture trained on an AVX2-only host, ExecuTorch's
-    best configurations reached 0.986-0.990 (PT2E's stand-in) and 0.988 in the runtime. Training is not
-    bit-reproducible across hosts, and the fixture's low-margin decisions flip under int8 noise (issue 14)."""
+    best configuration reached 0.985 (PT2E's stand-in, 6 of 12 groups float; lowest half 0.982). Training
+    is not bit-reproducible across hosts, and the fixture's low-margin decisions flip under int8 noise
+    (issue 14)."""
     code, out, entry = int8_export(target)
     if "parity" in entry:
         return code, out, entry
@@ -96,9 +97,9 @@ def exported(int8_export, target: str) -> tuple[int, Path, dict[str, Any]]:
 def test_int8_holds_the_held_out_gate_and_generalises(
     int8_export, trained_checkpoint, target, record_property
 ):
-    """Default gate: top-1 agreement >= 0.99 with the reference on 500 held-out crops; when all-int8
+    """Default gate: top-1 agreement >= 0.99 with the reference on each half of 1000 held-out crops; when all-int8
     misses it the exporter keeps the most sensitive layer groups float. The artifact written then agrees on
-    500 further crops it was never gated on (>= 0.98, else an expected failure down to 0.96: see below).
+    1000 further crops it was never gated on (>= 0.98, else an expected failure down to 0.96: see below).
     A target the gate refuses on this host's fixture is an expected failure too (`exported`)."""
     for module in TARGETS[target]:
         pytest.importorskip(module)
@@ -106,7 +107,8 @@ def test_int8_holds_the_held_out_gate_and_generalises(
     assert code == 0, entry
     held = entry["parity"]["heldout"]
     record_property("heldout", held["agreement"])
-    assert held["gated"] and held["n_images"] >= 500 and held["agreement"] >= 0.99, held
+    assert held["gated"] and held["n_images"] >= 1000 and held["lowest_half"] >= 0.99, held
+    assert [h["n_images"] for h in held["halves"]] == [500, 500]
     assert "right 30%" in held["source"]
     search = entry["options"]["int8_search"]
     trials = search["trials"]
@@ -119,19 +121,20 @@ def test_int8_holds_the_held_out_gate_and_generalises(
     judges = ("artifact", "mil-reference") if target == "coreml" else ("artifact",)
     assert chosen["met"] and chosen["judge"] in judges and not any(t["met"] for t in earlier)
     assert search["chosen"] == len(trials) - 1
-    fresh, _ = band_crops(Recipe().image_size, 500, HELDOUT_BAND, seed=777)
+    fresh, _ = band_crops(Recipe().image_size, 1000, HELDOUT_BAND, seed=777)
     model = load_model(trained_checkpoint)
     ref = reference_outputs(model, fresh)[0].argmax(-1)
     runner = get_exporter(target).load_runner(out / entry["path"], ArtifactEntry.from_json(entry), 2)
-    got = np.concatenate([runner.run(fresh[i : i + 50])[0] for i in range(0, 500, 50)]).argmax(-1)
+    got = np.concatenate([runner.run(fresh[i : i + 50])[0] for i in range(0, 1000, 50)]).argmax(-1)
     fresh = float((got == ref).mean())
     record_property("fresh_heldout", fresh)
-    # The crops are of 10 photos, so two sets of 500 are far from independent: measured on an AVX2 host's
-    # fixture, TFLite met the gate at 0.992 and agreed 0.972 on these (ONNX 0.994 / 0.988). Below 0.96 is
-    # a gate that does not generalise at all; between, the known gap of issue 14, reported as such.
+    # The crops are of 10 photos, so two crop sets are far from independent: measured on an AVX2 host's
+    # fixture, TFLite met a pooled 500-crop gate at 0.992 and agreed 0.972 on 500 of these; judged per
+    # half of 1000 it kept one more group float and agreed 0.990 on these 1000 (ONNX 0.994, Core ML
+    # 0.993). Below 0.96 is a gate that does not generalise at all; between, reported as issue 14's gap.
     assert fresh >= 0.96, f"gated at {held['agreement']}, {fresh} on crops the export never saw"
     if fresh < 0.98:
-        pytest.xfail(f"{target}: gated at {held['agreement']}, {fresh} on 500 other crops (issue 14)")
+        pytest.xfail(f"{target}: gated at {held['agreement']}, {fresh} on 1000 other crops (issue 14)")
 
 
 def test_trained_segmenter_int8_pixel_agreement_on_held_out_mosaics(segmenter_checkpoint, tmp_path):
@@ -160,8 +163,13 @@ def test_validation_folder_gates_the_accuracy_drop(trained_checkpoint, tmp_path)
     held = entry["parity"]["heldout"]
     assert held["n_images"] == 60 and "2 unreadable" in held["source"]
     assert held["accuracy_reference"] is not None and held["accuracy"] is not None
-    drop = held["accuracy_reference"] - held["accuracy"]
-    assert entry["parity"]["passed"] == (drop <= 0.05 + 1e-12 and held["agreement"] >= 0.95)
+    # judged per half (parity/gate.py): 30 alternating images each
+    assert [h["n_images"] for h in held["halves"]] == [30, 30]
+    each = [
+        h["accuracy_reference"] - h["accuracy"] <= 0.05 + 1e-12 and h["agreement"] >= 0.95
+        for h in held["halves"]
+    ]
+    assert entry["parity"]["passed"] == all(each)
     assert code == (0 if entry["parity"]["passed"] else 5)
     # check re-runs the same gate (the manifest records the folder and limits)
     assert main(["check", str(out)]) == code

@@ -20,7 +20,7 @@ as `gate(runner)` without importing anything from parity/.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +94,7 @@ class Half:
         return self.drop is None or max_drop is None or self.drop <= max_drop + 1e-12
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "n_images": self.n_images,
-            "agreement": self.agreement,
-            "accuracy_reference": self.accuracy_reference,
-            "accuracy": self.accuracy,
-        }
+        return asdict(self)
 
 
 def halves(n: int) -> list[np.ndarray]:
@@ -122,20 +117,17 @@ class GateResult:
     note: str = ""
     extra: dict[str, float] = field(default_factory=dict)
 
-    halves: list[Half] = field(default_factory=list)  # each half's own numbers; the gate needs both
+    # each half's own numbers (one part for a single image); the gate needs every one
+    halves: list[Half] = field(kw_only=True)
 
     @property
     def accuracy_ok(self) -> bool:
-        return all(h.accuracy_ok(self.max_accuracy_drop) for h in self.parts)
-
-    @property
-    def parts(self) -> list[Half]:
-        return self.halves or [Half(self.n_images, self.agreement, self.accuracy_reference, self.accuracy)]
+        return all(h.accuracy_ok(self.max_accuracy_drop) for h in self.halves)
 
     @property
     def lowest(self) -> float:
         """The lowest half's agreement: what the gate compares with `min_agreement`."""
-        return min(h.agreement for h in self.parts)
+        return min(h.agreement for h in self.halves)
 
     @property
     def met(self) -> bool:
@@ -147,7 +139,7 @@ class GateResult:
         return self.met or not self.gated
 
     def halves_text(self) -> str:
-        return " / ".join(f"{h.agreement:.4f}" for h in self.parts)
+        return " / ".join(f"{h.agreement:.4f}" for h in self.halves)
 
     def failures(self) -> list[str]:
         out = []
@@ -157,7 +149,7 @@ class GateResult:
                 f"{self.halves_text()}; each half needs >= {self.min_agreement:g})"
             )
         if not self.accuracy_ok:
-            drops = " / ".join(f"{h.drop:.4f}" for h in self.parts if h.drop is not None)
+            drops = " / ".join(f"{h.drop:.4f}" for h in self.halves if h.drop is not None)
             out.append(f"held-out accuracy drop {drops} (each half needs <= {self.max_accuracy_drop:g})")
         return out
 
@@ -176,7 +168,7 @@ class GateResult:
             "accuracy": self.accuracy,
             "max_accuracy_drop": self.max_accuracy_drop,
             "n_images": self.n_images,
-            "halves": [h.to_dict() for h in self.parts],
+            "halves": [h.to_dict() for h in self.halves],
             "lowest_half": self.lowest,
             "source": self.source,
             "gated": self.gated,

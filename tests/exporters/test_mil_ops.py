@@ -728,3 +728,31 @@ def test_sdpa_iOS18(tmp_path):
 
     outs, _ = _run(build, {"q": q, "k": k, "v": v}, tmp_path, target=ct.target.iOS18)
     _close(outs["y"], F.scaled_dot_product_attention(T(q), T(k), T(v)), 1e-5)
+
+
+def test_half_casts_round_as_numpy_does():
+    """The interpreter's fp16 <-> fp32 casts (torch's conversion for large tensors, numpy's otherwise) are
+    bit-identical to numpy's astype: every fp16 value up, and fp32 values down, halfway points between
+    adjacent halves (ties to even), their neighbours, overflow, subnormals and random bit patterns;
+    strided, negative-stride and read-only inputs included."""
+    from mvit2_export.exporters.coreml.mil._registry import cast
+
+    halves = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    up, nan = cast(halves, np.float32), np.isnan(halves)  # NaN payloads may differ (quieted): not compared
+    assert up.dtype == np.float32 and np.array_equal(np.isnan(up), nan)
+    assert np.array_equal(up[~nan].view(np.uint32), halves[~nan].astype(np.float32).view(np.uint32))
+    finite = np.unique(halves[np.isfinite(halves)].astype(np.float64))
+    mid = ((finite[:-1] + finite[1:]) / 2).astype(np.float32)
+    bits = np.random.default_rng(1).integers(0, 1 << 32, 1 << 20, dtype=np.uint64).astype(np.uint32)
+    edges = np.float32([65504, 65519.99, 65520, 1e9, 6e-8, 3e-8, 2.9e-8, -0.0, np.inf, -np.inf])
+    for x in (mid, np.nextafter(mid, np.float32(np.inf)), np.nextafter(mid, np.float32(-np.inf)), edges,
+              bits.view(np.float32), mid.reshape(2, -1)[:, ::3], mid[::-1]):  # fmt: skip
+        with np.errstate(all="ignore"):
+            want = x.astype(np.float16)
+        got = cast(x, np.float16)
+        nan = np.isnan(want)
+        assert got.shape == x.shape and np.array_equal(nan, np.isnan(got))
+        assert np.array_equal(got[~nan].view(np.uint16), want[~nan].view(np.uint16))
+    frozen = mid.copy()
+    frozen.flags.writeable = False
+    assert np.array_equal(cast(frozen, np.float16).view(np.uint16), mid.astype(np.float16).view(np.uint16))

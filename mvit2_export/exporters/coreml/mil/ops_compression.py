@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._registry import OpArgs, norm_axis, register
+from ._registry import OpArgs, cast, norm_axis, register
 
 
 def _along_axis(v: np.ndarray, rank: int, axis: int | None) -> np.ndarray:
@@ -49,7 +49,7 @@ def _dequantize(args: OpArgs) -> np.ndarray:
     y = x.astype(np.float32)
     if "zero_point" in args:
         y = y - _along_axis(args.arr("zero_point").astype(np.float32), x.ndim, axis)
-    return (y * _along_axis(scale.astype(np.float32), x.ndim, axis)).astype(scale.dtype)
+    return cast(y * _along_axis(scale.astype(np.float32), x.ndim, axis), scale.dtype)
 
 
 _QUANT_DTYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16}
@@ -57,7 +57,7 @@ _QUANT_DTYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "uint16"
 
 @register("quantize")
 def _quantize(args: OpArgs) -> np.ndarray:
-    x = args.arr("input").astype(np.float32)
+    x = cast(args.arr("input"), np.float32)
     axis = args.scalar("axis")
     axis = None if axis is None else int(axis)
     dt = np.dtype(_QUANT_DTYPES[str(args.scalar("output_dtype"))])

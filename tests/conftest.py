@@ -89,7 +89,7 @@ def photos() -> dict[str, np.ndarray]:
 def _own_tempdir():
     """This process's temporary files (and its subprocesses') in one folder, removed at the end: coremltools
     deletes a converted model's temporary package at exit (atexit), which a killed process skips, e.g. a
-    lane a test breaks on purpose; one suite run left 72 of them in /tmp, 290 (~8 GB) had piled up."""
+    lane a test breaks on purpose; one suite run left 72 of them in /tmp, and 290 (1 GB) had piled up."""
     folder = tempfile.mkdtemp(prefix="mvit2-tests-")
     saved = tempfile.tempdir, os.environ.get("TMPDIR")
     tempfile.tempdir = os.environ["TMPDIR"] = folder

@@ -386,7 +386,9 @@ def _run_job(
         threads = state.threads or max(1, default_threads() // state.lanes)
         runner = exporter.load_runner(dest, entry, threads)
         report = run_parity(model, runner, p, options.image_size, rule=exporter.threshold_class(p))
-        if options.gate is not None:
+        if options.gate is not None and artifact.heldout is not None:
+            report.heldout = artifact.heldout  # judged on this program in this runtime by the search
+        elif options.gate is not None:
             say(ProgressEvent("parity", f"held-out gate of {dest.name}", target=t, precision=p))
             report.heldout = options.gate(runner)
     except Exception as exc:  # noqa: BLE001 - the artifact stays listed, its parity says what broke

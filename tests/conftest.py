@@ -88,8 +88,8 @@ def photos() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="session", autouse=True)
 def _own_tempdir():
     """This process's temporary files (and its subprocesses') in one folder, removed at the end: coremltools
-    deletes a converted model's temporary package at exit (atexit), which a killed process skips, e.g. a
-    lane a test breaks on purpose; one suite run left 72 of them in /tmp, and 290 (1 GB) had piled up."""
+    deletes a converted model's temporary package at exit (atexit), which a process that ends without
+    running atexit skips; one suite run left 72 of them in /tmp, and 290 (1 GB) had piled up."""
     folder = tempfile.mkdtemp(prefix="mvit2-tests-")
     saved = tempfile.tempdir, os.environ.get("TMPDIR")
     tempfile.tempdir = os.environ["TMPDIR"] = folder

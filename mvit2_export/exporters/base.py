@@ -67,6 +67,10 @@ class Artifact:
     rewrites: list[dict[str, Any]]
     runtime: str
     options: dict[str, Any] = field(default_factory=dict)
+    # The held-out gate's verdict (parity/gate.py GateResult) on this very program in `runtime`, when the
+    # exporter has already judged it (the int8 search's chosen configuration): parity does not run the
+    # same images through the same runtime again. `check` always does.
+    heldout: Any = None
 
     def to_entry(self, root: Path | None = None) -> ArtifactEntry:
         """Its manifest entry (sha256, size, audit and parity are added by the API)."""

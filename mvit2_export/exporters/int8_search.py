@@ -69,6 +69,7 @@ class Trial:
     latency_ms: float | None  # None: judged on a stand-in whose speed says nothing about the artifact's
     gate: dict[str, Any]
     judge: str = "artifact"  # what ran the held-out images: the artifact, or a stand-in (say which)
+    verdict: Any = field(default=None, repr=False)  # the gate's GateResult itself
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -205,7 +206,7 @@ def search(
     def gated(names: list[str], runner: Runner, clock: bool, by: str) -> Trial:
         verdict = gate(runner)
         ms = latency_ms(runner, sample) if clock else None
-        trials.append(Trial(names, verdict.agreement, verdict.met, ms, verdict.to_dict(), by))
+        trials.append(Trial(names, verdict.agreement, verdict.met, ms, verdict.to_dict(), by, verdict))
         return trials[-1]
 
     def trial(names: list[str], float_nodes: list[str]) -> tuple[Any, bool]:

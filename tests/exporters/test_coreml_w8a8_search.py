@@ -97,3 +97,30 @@ def test_calibration_ranges_are_percentiles_of_every_sample_not_only_the_last(hf
     # a range from the last image alone would miss the other's extremes somewhere
     last = compress_module._interpreter_stats(mlmodel, feeds[1:])
     assert any(last[n] != both[n] for n in both)
+
+
+def test_the_recorded_held_out_verdict_is_the_written_programs(hf_checkpoint, tmp_path):
+    """The W8A8 export's held-out numbers come from the search (its chosen candidate, run by the runner
+    parity loads), not from a second pass over the same images; the gate run afresh on the written file
+    gives the same numbers."""
+    import json
+
+    from mvit2_export.cli.main import main
+    from mvit2_export.exporters import get_exporter
+    from mvit2_export.manifest import ArtifactEntry
+    from mvit2_export.parity.gate import GateSpec, build_gate
+
+    folder, _ = hf_checkpoint("classification", image_size=SIZE)
+    out = tmp_path / "out"
+    args = ["--target", "coreml", "--checkpoint", str(folder), "--precision", "w8a8", "--out", str(out)]
+    assert main([*args, "--image-size", str(SIZE), "--heldout-count", "40"]) == 0
+    (entry,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    held, search = entry["parity"]["heldout"], entry["options"]["int8_search"]
+    chosen = search["trials"][search["chosen"]]
+    assert "judged by the int8 search" in held["note"] and held["n_images"] == 40
+    assert (held["agreement"], held["lowest_half"]) == (chosen["agreement"], chosen["lowest_half"])
+    runner = get_exporter("coreml").load_runner(out / entry["path"], ArtifactEntry.from_json(entry), 1)
+    fresh = build_gate(load_model(folder), SIZE, GateSpec(count=40))(runner).to_dict()
+    assert {k: fresh[k] for k in ("agreement", "halves", "met")} == {
+        k: held[k] for k in ("agreement", "halves", "met")
+    }

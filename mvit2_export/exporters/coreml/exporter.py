@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import json
 from collections.abc import Callable
@@ -109,6 +110,7 @@ class CoreMLExporter(Exporter):
                 mlmodel, compression = self._w8a8(mlmodel, model, settings, options, tmp.parent, dest.name)
             else:
                 mlmodel, compression = compress(mlmodel, settings, _calibration(options), can_predict())
+            heldout = compression.pop("heldout", None)
             set_metadata(mlmodel, model, settings, size, facts["rewrites"])
             step("save")
             mlmodel.save(str(tmp))
@@ -132,6 +134,7 @@ class CoreMLExporter(Exporter):
             outputs=outputs,
             rewrites=facts["rewrites"],
             runtime="coreml-mac" if can_predict() else "mil-reference",
+            heldout=heldout,
             options={
                 **settings.to_dict(),
                 **compression,
@@ -195,6 +198,12 @@ class CoreMLExporter(Exporter):
         chosen, facts = built[result.path]
         facts["int8_search"] = result.to_dict()
         facts["float_ops"] = result.float_nodes()
+        # the saved candidate is the artifact's program (metadata aside), judged by the runner parity
+        # loads (Core ML on macOS, else the MIL interpreter): its verdict is the artifact's
+        verdict = result.trials[result.chosen].verdict
+        facts["heldout"] = dataclasses.replace(
+            verdict, note=(verdict.note + " " if verdict.note else "") + "judged by the int8 search"
+        )
         return chosen, facts
 
     def load_runner(self, path: Path, artifact: ArtifactEntry, threads: int | None = None) -> Runner:

@@ -7,6 +7,7 @@ implementation may compute in float32 and rely on that final cast to round to fp
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,7 +97,13 @@ def cast(x: np.ndarray, dtype: Any) -> np.ndarray:
         return x.astype(dt)
     import torch  # here: most programs the interpreter runs never cast a large half tensor
 
-    src = torch.from_numpy(np.ascontiguousarray(x).reshape(-1))
+    flat = np.ascontiguousarray(x).reshape(-1)
+    if flat.flags.writeable:
+        src = torch.from_numpy(flat)
+    else:  # a constant: torch warns that it cannot protect a read-only array, and it is only read here
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            src = torch.from_numpy(flat)
     out = torch.empty(src.numel(), dtype=torch.float16 if dt == np.float16 else torch.float32)
     for i in range(0, src.numel(), _TORCH_CHUNK):
         out[i : i + _TORCH_CHUNK].copy_(src[i : i + _TORCH_CHUNK])

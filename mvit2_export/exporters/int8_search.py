@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import GateNotMetError
 from ..progress import step
-from .base import Gate, Runner
+from .base import Gate, GateVerdict, Runner
 
 GROUPS = 12  # layer groups the search ranks and keeps float (a group of ~5-25 ops at these widths)
 MAX_FLOAT_GROUPS = 6  # beyond half the layers in float, int8 has lost what it is for
@@ -64,12 +64,21 @@ class Sensitivity:
 @dataclass
 class Trial:
     float_layers: list[str]
-    agreement: float
-    met: bool
+    verdict: GateVerdict  # the held-out gate's result on this configuration (parity/gate.py GateResult)
     latency_ms: float | None  # None: judged on a stand-in whose speed says nothing about the artifact's
-    gate: dict[str, Any]
     judge: str = "artifact"  # what ran the held-out images: the artifact, or a stand-in (say which)
-    verdict: Any = field(default=None, repr=False)  # the gate's GateResult itself
+
+    @property
+    def agreement(self) -> float:
+        return self.verdict.agreement
+
+    @property
+    def met(self) -> bool:
+        return self.verdict.met
+
+    @property
+    def gate(self) -> dict[str, Any]:
+        return self.verdict.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -206,7 +215,7 @@ def search(
     def gated(names: list[str], runner: Runner, clock: bool, by: str) -> Trial:
         verdict = gate(runner)
         ms = latency_ms(runner, sample) if clock else None
-        trials.append(Trial(names, verdict.agreement, verdict.met, ms, verdict.to_dict(), by, verdict))
+        trials.append(Trial(names, verdict, ms, by))
         return trials[-1]
 
     def trial(names: list[str], float_nodes: list[str]) -> tuple[Any, bool]:

@@ -106,11 +106,13 @@ class CoreMLExporter(Exporter):
         with atomic_output(dest, options.force) as tmp:
             mlmodel, facts = convert_model(model, settings, size)
             step("Core ML compression and metadata")
+            heldout = None  # the search's verdict on the chosen program, when there is a search
             if settings.precision == "w8a8" and options.gate is not None:
-                mlmodel, compression = self._w8a8(mlmodel, model, settings, options, tmp.parent, dest.name)
+                mlmodel, compression, heldout = self._w8a8(
+                    mlmodel, model, settings, options, tmp.parent, dest.name
+                )
             else:
                 mlmodel, compression = compress(mlmodel, settings, _calibration(options), can_predict())
-            heldout = compression.pop("heldout", None)
             set_metadata(mlmodel, model, settings, size, facts["rewrites"])
             step("save")
             mlmodel.save(str(tmp))
@@ -152,8 +154,8 @@ class CoreMLExporter(Exporter):
         options: ExportOptions,
         workdir: Path,
         label: str,
-    ) -> tuple[Any, dict[str, Any]]:
-        """The W8A8 configuration with the fewest float layer groups that holds the held-out gate
+    ) -> tuple[Any, dict[str, Any], Any]:
+        """(the W8A8 program, its facts, its held-out verdict): the configuration with the fewest float layer groups that holds the held-out gate
         (exporters/int8_search.py), each candidate compressed by coremltools.optimize with the search's
         ops left out of its op configs, saved and run by the runtime this host has (Core ML on macOS,
         else the MIL interpreter, whose speed is not Core ML's: its latencies are not recorded)."""
@@ -201,10 +203,8 @@ class CoreMLExporter(Exporter):
         # the saved candidate is the artifact's program (metadata aside), judged by the runner parity
         # loads (Core ML on macOS, else the MIL interpreter): its verdict is the artifact's
         verdict = result.trials[result.chosen].verdict
-        facts["heldout"] = dataclasses.replace(
-            verdict, note=(verdict.note + " " if verdict.note else "") + "judged by the int8 search"
-        )
-        return chosen, facts
+        note = (verdict.note + " " if verdict.note else "") + "judged by the int8 search"
+        return chosen, facts, dataclasses.replace(verdict, note=note)
 
     def load_runner(self, path: Path, artifact: ArtifactEntry, threads: int | None = None) -> Runner:
         opts = artifact.options if artifact else {}

@@ -201,3 +201,34 @@ def test_compressed_variants_export_and_report_parity(exported, exporter, images
     assert d["precision"] == precision and d["runtime"] == "mil-reference"
     assert d["metrics"]["logits"]["cosine"] > 0.9, d
     print(precision, json.dumps(d["metrics"]["logits"]))
+
+
+# -- the interpreter's batches ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "precision", "backend"),
+    [
+        ("classification", "fp16", {}),
+        ("segmentation", "fp32", {"argmax_mask": True}),
+        ("backbone", "fp32", {}),
+        ("classification", "w8a8", {"calibration_samples": 4}),
+    ],
+)
+def test_a_batch_gives_each_image_the_bits_it_gets_alone(
+    exported, exporter, images, task, precision, backend
+):
+    """The runner sends a chunk of images through the MIL interpreter as one batch; every output of every
+    image must equal, bit for bit, what the image gets run alone, and our programs must really batch (a
+    silent fall-back to image-by-image would keep the numbers and lose the speed)."""
+    _, art, _ = exported(task, precision, **backend)
+    runner = _runner(exporter, art)
+    many = np.concatenate([images, images[::-1, :, ::-1]])  # 8 images, mirrored ones too
+    batched = runner.interp.run_batch([runner.feed(img) for img in many])
+    assert runner.interp.batch_blocker is None and runner.interp._batching is True
+    for img, got in zip(many, batched, strict=True):
+        alone = runner.run_raw(img)
+        assert got.keys() == alone.keys()
+        for name, value in alone.items():
+            assert got[name].dtype == value.dtype and got[name].shape == value.shape, name
+            np.testing.assert_array_equal(got[name], value, err_msg=name)

@@ -650,6 +650,32 @@ def test_api_trace_histogram_and_helper(tmp_path):
         interp.run({interp.input_names[0]: x[:, :2]})
 
 
+@pytest.mark.parametrize(
+    ("batch_axis_op", "why"),
+    [
+        (lambda x: mb.softmax(x=x, axis=0), "works along the batch axis"),
+        (lambda x: mb.reduce_sum(x=x, axes=[-4, 1], keep_dims=True), "works along the batch axis"),
+        (lambda x: mb.transpose(x=x, perm=[1, 0, 2, 3]), "moves the batch axis"),
+        (lambda x: mb.reshape(x=x, shape=[16]), "without the leading batch axis"),
+    ],
+)
+def test_a_program_that_mixes_images_is_not_batched(tmp_path, batch_axis_op, why):
+    """Stacking images on the batch axis would be silently wrong for these ops (a softmax over one
+    image becomes one over all of them): run_batch must see it in the program and run image by image."""
+
+    def build(x):
+        return mb.mul(x=batch_axis_op(mb.add(x=x, y=1.0)), y=2.0, name="out")
+
+    shape = (1, 1, 4, 4)  # one channel: the transpose's result still leads with a 1
+    prog = mb.program(input_specs=[mb.TensorSpec(shape=shape)], opset_version=ct.target.iOS16)(build)
+    interp = MilInterpreter.from_mlpackage(_save(prog, tmp_path))
+    assert why in interp.batch_blocker
+    name = interp.input_names[0]
+    feeds = [{name: _rand(*shape)} for _ in range(3)]
+    for got, feed in zip(interp.run_batch(feeds), feeds, strict=True):
+        np.testing.assert_array_equal(got["out"], interp.run(feed)["out"])
+
+
 def test_less_common_ops(tmp_path):
     x = _rand(2, 3, 4, 4)
     v = _rand(2, 5)

@@ -42,6 +42,7 @@ class OpArgs:
     name: str
     values: dict[str, Value]
     out_dtypes: Sequence[np.dtype | None] = field(default_factory=tuple)
+    batch: int = 1  # images stacked on axis 0 (MilInterpreter.run_batch); the program declares 1
 
     def __getitem__(self, key: str) -> Value:
         if key not in self.values:

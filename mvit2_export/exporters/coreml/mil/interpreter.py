@@ -19,7 +19,7 @@ import numpy as np
 
 from ....errors import UnsupportedOpError, UsageError
 from . import ops_compression, ops_elementwise, ops_nn, ops_tensor  # noqa: F401  (register ops)
-from ._registry import OPS, OpArgs, Value, cast
+from ._registry import OPS, OpArgs, Value, cast, norm_axis
 from .loader import ImageInput, LoadedProgram, MilOp, load_mlpackage
 
 # Ops whose result only depends on constants: computed once and cached, and left out of traces.
@@ -32,6 +32,7 @@ class MilInterpreter:
     def __init__(self, program: LoadedProgram) -> None:
         self.program = program
         self._const_cache: dict[str, Value] = {}
+        self._batching: bool | None = None  # run_batch: None until its first batch is verified
 
     @classmethod
     def from_mlpackage(cls, path: str | Path) -> MilInterpreter:
@@ -109,13 +110,94 @@ class MilInterpreter:
         outs = self._collect_outputs(env)
         return (outs, recorded) if trace else outs
 
-    def _run_ops(self, env: dict[str, Value], recorded: dict[str, np.ndarray], trace: bool) -> None:
+    def run_batch(self, feeds: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
+        """`run` on each feed, bit for bit, computed as one batch where that is possible.
+
+        The program declares a batch of 1; the images are stacked on that axis and every op runs once
+        for all of them (~1.7x faster per image at width 0.5 @ 128 W8A8, 3x for fp32 @ 64: the per-op
+        overhead is shared). Exactness: element-wise ops round per element whatever the batch, and the
+        products call BLAS once per image (ops_nn._per_image_product). A program whose ops could mix or
+        drop the batch axis (`batch_blocker`) runs image by image, and so does one whose first batched
+        image differs in any bit from that image run alone (checked once per interpreter)."""
+        feeds = list(feeds)
+        if len(feeds) < 2 or self._batching is False or self.batch_blocker is not None:
+            return [self.run(f) for f in feeds]
+        try:
+            outs = self._run_batched(feeds)
+        except _NotBatchable:
+            self._batching = False
+            return [self.run(f) for f in feeds]
+        if self._batching is None:
+            alone = self.run(feeds[0])
+            self._batching = alone.keys() == outs[0].keys() and all(
+                np.array_equal(alone[k], outs[0][k]) for k in alone
+            )
+            if not self._batching:
+                return [alone, *(self.run(f) for f in feeds[1:])]
+        return outs
+
+    @functools.cached_property
+    def batch_blocker(self) -> str | None:
+        """Why this program cannot run a batch of images on its batch axis, or None. Every op's declared
+        result must lead with that axis (size 1), no op may take axis 0 as an `axis`/`axes` argument
+        (a reduction, softmax or concat there would mix images) and no transpose may move it."""
+        consts = {op.outputs[0]: op.const_value for op in self.program.ops if op.type == "const"}
+        shapes = {n: s for op in self.program.ops for n, s in zip(op.outputs, op.out_shapes, strict=False)}
+        shapes.update(self.program.input_shapes)
+        if any(not s or s[0] != 1 for s in self.program.input_shapes.values()):
+            return "an input without a leading batch of 1"
+        for op in self.program.ops:
+            if op.type == "const" or op.type.startswith(_CONST_PREFIX) or op.type == "classify":
+                continue
+            if any(s is not None and (not s or s[0] != 1) for s in op.out_shapes):
+                return f"{op.type} {op.name!r} has a result without the leading batch axis"
+            x = op.inputs.get("x")
+            known = shapes.get(x) if isinstance(x, str) else op.out_shapes[0] if op.out_shapes else None
+            rank = len(known or ())
+            for key in ("axis", "axes", "perm"):
+                ref = op.inputs.get(key)
+                value = consts.get(ref) if isinstance(ref, str) else None
+                if value is None:
+                    continue
+                axes = [int(a) for a in np.asarray(value).reshape(-1)]
+                if key == "perm" and axes and norm_axis(axes[0], rank) != 0:
+                    return f"{op.type} {op.name!r} moves the batch axis"
+                if key != "perm" and rank and 0 in [norm_axis(a, rank) for a in axes]:
+                    return f"{op.type} {op.name!r} works along the batch axis"
+        return None
+
+    def _run_batched(self, feeds: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
+        for f in feeds:
+            if set(f) != set(self.program.input_names):
+                return [self.run(f) for f in feeds]  # run raises the usage error
+        batch = len(feeds)
+        env: dict[str, Value] = {
+            n: np.concatenate([self._prepare_feed(n, f[n]) for f in feeds]) for n in self.program.input_names
+        }
+        with _single_threaded_blas():
+            self._run_ops(env, {}, False, batch)
+        outs = self._collect_outputs(env)
+        classify = next((op for op in self.program.ops if op.type == "classify"), None)
+        per_label = set(classify.outputs) if classify is not None else set()
+        return [
+            {k: (np.asarray(v[i]) if k in per_label else v[i : i + 1]) for k, v in outs.items()}
+            for i in range(batch)
+        ]
+
+    def _run_ops(
+        self, env: dict[str, Value], recorded: dict[str, np.ndarray], trace: bool, batch: int = 1
+    ) -> None:
         for op in self.program.ops:
             if op.type == "const":
                 env[op.outputs[0]] = op.const_value
                 continue
             cached = op.type.startswith(_CONST_PREFIX) and op.name in self._const_cache
-            results = self._const_cache[op.name] if cached else self._execute(op, env)
+            # a constexpr op decompresses a constant: no image, no batch
+            results = (
+                self._const_cache[op.name]
+                if cached
+                else self._execute(op, env, 1 if op.type.startswith(_CONST_PREFIX) else batch)
+            )
             if op.type.startswith(_CONST_PREFIX):
                 self._const_cache[op.name] = results
             for out_name, val in zip(op.outputs, results, strict=False):
@@ -123,7 +205,7 @@ class MilInterpreter:
                 if trace and not op.type.startswith(_CONST_PREFIX) and isinstance(val, np.ndarray):
                     recorded[out_name] = val
 
-    def _execute(self, op: MilOp, env: dict[str, Value]) -> tuple[Value, ...]:
+    def _execute(self, op: MilOp, env: dict[str, Value], batch: int = 1) -> tuple[Value, ...]:
         fn = OPS.get(op.type)
         if fn is None or op.has_blocks:
             raise UnsupportedOpError(
@@ -132,13 +214,13 @@ class MilInterpreter:
         values = {
             k: tuple(env[n] for n in v) if isinstance(v, tuple) else env[v] for k, v in op.inputs.items()
         }
-        res = fn(OpArgs(op.type, op.name, values, op.out_dtypes))
+        res = fn(OpArgs(op.type, op.name, values, op.out_dtypes, batch))
         results = res if isinstance(res, tuple) else (res,)
         if len(results) != len(op.outputs):
             raise UnsupportedOpError(
                 f"op {op.type} ({op.name}) produced {len(results)} outputs, the program declares {len(op.outputs)}"
             )
-        return tuple(_conform(op, i, r) for i, r in enumerate(results))
+        return tuple(_conform(op, i, r, batch) for i, r in enumerate(results))
 
     def _collect_outputs(self, env: dict[str, Value]) -> dict[str, np.ndarray]:
         outs: dict[str, np.ndarray] = {}
@@ -147,6 +229,8 @@ class MilInterpreter:
             if isinstance(val, dict):
                 # Classifier probability dict: return the underlying vector in class order instead.
                 val = np.array(list(val.values()))
+            elif isinstance(val, list):  # one dict per image of a batch
+                val = np.array([list(d.values()) for d in val])
             outs[name] = np.asarray(val)
         classify = next((op for op in self.program.ops if op.type == "classify"), None)
         if classify is not None:
@@ -170,7 +254,11 @@ def _single_threaded_blas() -> Any:
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
-def _conform(op: MilOp, i: int, val: Value) -> Value:
+class _NotBatchable(Exception):
+    """A batched result's shape is not the declared one with the batch on axis 0."""
+
+
+def _conform(op: MilOp, i: int, val: Value, batch: int = 1) -> Value:
     """Cast a result to its declared dtype and check its static shape (catches semantic slips)."""
     if not isinstance(val, (np.ndarray, np.generic, int, float, bool)):
         return val
@@ -179,6 +267,10 @@ def _conform(op: MilOp, i: int, val: Value) -> Value:
     if dt is not None and arr.dtype != dt:
         arr = cast(arr, dt)
     want = op.out_shapes[i] if i < len(op.out_shapes) else None
+    if want is not None and batch > 1:
+        if (batch, *want[1:]) != tuple(arr.shape):
+            raise _NotBatchable(op.name)
+        return arr
     if want is not None and tuple(arr.shape) != want:
         raise UnsupportedOpError(
             f"op {op.type} ({op.name}) computed shape {tuple(arr.shape)} but the program declares {want}: "

@@ -50,6 +50,15 @@ def _windows(xp: np.ndarray, kernel: list[int], strides: list[int], dil: list[in
 # -- convolution --------------------------------------------------------------------------------
 
 
+def _per_image_product(w: np.ndarray, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """w [G, O, C] applied to x [N, G, C, *spatial] -> `shape` [N, G, O, *spatial]. np.matmul over the
+    stacked (image, group) axes calls BLAS once per 2-D slice, so an image's sums do not depend on how
+    many images share the batch (an einsum contracts the batch into one product, whose blocking does:
+    measured up to 0.1 on W8A8 logits)."""
+    n, g, c = x.shape[:3]
+    return np.matmul(w, x.reshape(n, g, c, -1)).reshape(shape)
+
+
 @register("conv")
 def _conv(args: OpArgs) -> np.ndarray:
     x, w = f32(args.arr("x")), f32(args.arr("weight"))
@@ -70,10 +79,10 @@ def _conv(args: OpArgs) -> np.ndarray:
     acc = np.zeros((n, groups, cout_g) + tuple(out_sp), dtype=np.float32)
     for pos, view in _windows(xg, kernel, strides, dil, out_sp):
         wk = wg[(Ellipsis,) + pos]  # [G, Cout_g, Cin_g]
-        if cin_g == 1 and cout_g == 1:  # depthwise: a broadcast multiply beats einsum
+        if cin_g == 1 and cout_g == 1:  # depthwise: a broadcast multiply beats a product
             acc += view * wk.reshape((1, groups, 1) + (1,) * nd)
         else:
-            acc += np.einsum("ngc...,goc->ngo...", view, wk, optimize=True)
+            acc += _per_image_product(wk, view, acc.shape)
     out = acc.reshape((n, cout) + tuple(out_sp))
     if "bias" in args:
         out += f32(args.arr("bias")).reshape((1, cout) + (1,) * nd)
@@ -98,7 +107,8 @@ def _conv_transpose(args: OpArgs) -> np.ndarray:
     wg = w.reshape((groups, cin_g, cout_g) + tuple(kernel))
     acc = np.zeros((n, groups, cout_g) + tuple(full), dtype=np.float32)
     for pos in itertools.product(*(range(k) for k in kernel)):
-        contrib = np.einsum("ngc...,gco->ngo...", xg, wg[(Ellipsis,) + pos], optimize=True)
+        w_pos = np.swapaxes(wg[(Ellipsis,) + pos], 1, 2)  # [G, Cout_g, Cin_g]
+        contrib = _per_image_product(w_pos, xg, (n, groups, cout_g) + spatial)
         sl = tuple(
             slice(p * d, p * d + (s_in - 1) * st + 1, st)
             for p, d, s_in, st in zip(pos, dil, spatial, strides, strict=False)
@@ -281,7 +291,10 @@ def _lrn(args: OpArgs) -> np.ndarray:
 
 @register("linear")
 def _linear(args: OpArgs) -> np.ndarray:
-    y = f32(args.arr("x")) @ f32(args.arr("weight")).T
+    x, w = f32(args.arr("x")), f32(args.arr("weight")).T
+    # a row at a time (a stacked product, see _per_image_product): a batch's rows as one GEMM would
+    # round differently from one image's GEMV
+    y = np.matmul(x[:, None, :], w)[:, 0, :] if x.ndim == 2 else x @ w
     return y + f32(args.arr("bias")) if "bias" in args else y
 
 
@@ -416,7 +429,10 @@ def _resize(args: OpArgs) -> np.ndarray:
 
 @register("classify")
 def _classify(args: OpArgs) -> tuple[np.ndarray, dict]:
-    probs = np.asarray(args["probabilities"]).reshape(-1)
     classes = list(args["classes"])
-    top = int(np.argmax(probs))
-    return np.array(classes[top]), {c: float(p) for c, p in zip(classes, probs, strict=False)}
+    rows = np.asarray(args["probabilities"]).reshape(args.batch, -1)
+    labels = [classes[int(np.argmax(r))] for r in rows]
+    dicts = [{c: float(p) for c, p in zip(classes, r, strict=False)} for r in rows]
+    if args.batch == 1:
+        return np.array(labels[0]), dicts[0]
+    return np.array(labels), dicts  # one label and one dict per image

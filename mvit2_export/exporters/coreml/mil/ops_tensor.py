@@ -58,6 +58,8 @@ def _reduce_arg(args: OpArgs) -> np.ndarray:
 def _reshape(args: OpArgs) -> np.ndarray:
     x = args.arr("x")
     shape = args.ints("shape")
+    if args.batch > 1 and shape and shape[0] == 1:
+        shape[0] = args.batch  # the program's batch of 1 is the batch of images (run_batch)
     if 0 in shape:
         # 0 copies an input dim; iOS15 aligns left, iOS17 right. For equal ranks both agree.
         if len(shape) == x.ndim:

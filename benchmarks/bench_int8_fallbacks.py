@@ -1,7 +1,8 @@
 """What each float fallback costs: int8 with one layer group kept float, timed beside all-int8 and fp32.
 
     python benchmarks/bench_int8_fallbacks.py                        # width 1.0 @ 256, ONNX and TFLite
-    python benchmarks/bench_int8_fallbacks.py --targets executorch   # + ~2 min of lowering per group
+    python benchmarks/bench_int8_fallbacks.py --targets executorch   # + ~2 min of lowering per group,
+                                                                     # and its convolutions-only recipe
 
 The mixed-precision search (mvit2_export/exporters/int8_search.py) keeps the most sensitive of 12
 contiguous layer groups in float until the held-out gate holds; which groups a trained model needs is
@@ -89,6 +90,21 @@ def executorch_variants(
     return q.quantizable_nodes(), build
 
 
+def recipes(target: str, model, size: int, calib) -> list[tuple[str, list[str]]]:
+    """A backend's second int8 recipe, as (name, the nodes it keeps float): searched when the first
+    misses in every configuration (ExecuTorch's CONVS_ONLY), so its cost is measured too."""
+    if target != "executorch":
+        return []
+    from mvit2_export.exporters.executorch import lower
+    from mvit2_export.exporters.executorch.exporter import CONVS_ONLY
+    from mvit2_export.exporters.executorch.quantize import PT2EInt8
+
+    batched = lower.prepared(model, size, False, dynamic_batch=True)
+    q = PT2EInt8(batched.module, lower.example_input(size, False), calib[:1], False)
+    convs = set(q.convolutions())
+    return [(CONVS_ONLY, [n for n in q.quantizable_nodes() if n not in convs])]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--width", type=float, default=1.0)
@@ -125,8 +141,8 @@ def main() -> None:
             nodes, build = builders[target](model, args.size, isa, calib, work, *extra)
             exporter = get_exporter(target)
             settings = {k: v for k, v in int8_row.extra.items() if k != "threads"}
-            for name, group in groups_of(nodes):
-                name = f"{name.split(' (')[0]} ({len(group)} ops)"  # in execution order: stem first
+            variants = [(f"{n.split(' (')[0]} ({len(g)} ops)", g) for n, g in groups_of(nodes)]  # stem first
+            for name, group in [*variants, *recipes(target, model, args.size, calib)]:
                 print(f"  building {target}: {name} float", flush=True)
                 path = build(group, work / f"float-{len(rows)}{Path(entry.path).suffix}")
                 runner = exporter.load_runner(path, entry, int8_row.extra["threads"], **settings)

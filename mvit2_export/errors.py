@@ -6,6 +6,8 @@ and a non-zero exit, with a traceback only under --verbose.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of a library's exception message, for a one-line error (its type when empty)."""
@@ -107,6 +109,8 @@ class ParityError(Mvit2ExportError):
 class GateNotMetError(ParityError):
     """int8 misses the held-out accuracy gate even with its most sensitive layers kept in float; nothing
     was written. The message lists every configuration tried."""
+
+    trials: list[Any] = []  # the search's configurations (exporters/int8_search.Trial), when it ran one
 
 
 class DegenerateReferenceError(Mvit2ExportError):

@@ -162,6 +162,7 @@ def int8_lines(manifest: Manifest) -> list[str]:
         ]
         for i, t in enumerate(search["trials"]):
             name = "all int8" if not t["float_groups"] else f"{t['float_groups']} group(s) float"
+            name = f"{t['recipe']}: {name}" if t.get("recipe") else name
             mark = " (chosen)" if i == search["chosen"] else ""
             ms = "–" if t.get("latency_ms") is None else f"{t['latency_ms']:.2f}"
             lines.append(

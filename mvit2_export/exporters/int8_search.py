@@ -20,6 +20,10 @@ requires torch 2.14 with a CUDA build (it cannot install beside torch 2.13); neu
 its ONNX path out of the package. ai-edge-quantizer (per-op recipes) and coremltools.optimize (op
 selection) select ops but have no search. The backends' own quantizers do every quantization.
 
+A backend may offer a second recipe, searched the same way only when every configuration of its own
+misses (`search_in_turn`): ExecuTorch's convolutions-only int8, when XNNPACK's quantizer, which also
+quantizes the element-wise ops, cannot reach the gate with half its groups float.
+
 Where building an artifact is what costs (ExecuTorch: an int8 lowering is ~80 s), the search judges
 configurations on a cheaper stand-in of the same quantization (`runner_for` may return any Runner, e.g.
 PT2E's simulated int8 in torch) and `confirm` builds the configuration that met the gate for real and
@@ -67,6 +71,7 @@ class Trial:
     verdict: GateVerdict  # the held-out gate's result on this configuration (parity/gate.py GateResult)
     latency_ms: float | None  # None: judged on a stand-in whose speed says nothing about the artifact's
     judge: str = "artifact"  # what ran the held-out images: the artifact, or a stand-in (say which)
+    recipe: str = ""  # which quantization recipe ("" = the backend's full one; see search_in_turn)
 
     @property
     def agreement(self) -> float:
@@ -90,6 +95,7 @@ class Trial:
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
             "min_agreement": self.gate.get("min_agreement"),
             "judge": self.judge,
+            **({"recipe": self.recipe} if self.recipe else {}),
         }
 
 
@@ -107,15 +113,18 @@ class SearchResult:
 
     def to_dict(self) -> dict[str, Any]:
         chosen = self.trials[self.chosen]
+        why = (
+            "all-int8 met the held-out gate"
+            if not chosen.float_layers
+            else f"the {len(chosen.float_layers)} most sensitive layer group(s) (output "
+            f"{self.sensitivity[0].measure} with only that group int8) kept float: the fewest that "
+            "meet the held-out gate"
+        )
+        if chosen.recipe:
+            why = f"{chosen.recipe}: {why}"
         return {
             "float_groups": chosen.float_layers,
-            "why": (
-                "all-int8 met the held-out gate"
-                if not chosen.float_layers
-                else f"the {len(chosen.float_layers)} most sensitive layer group(s) (output "
-                f"{self.sensitivity[0].measure} with only that group int8) kept float: the fewest that "
-                "meet the held-out gate"
-            ),
+            "why": why,
             "trials": [t.to_dict() for t in self.trials],
             "chosen": self.chosen,
             "sensitivity": [s.to_dict() for s in self.sensitivity],
@@ -197,6 +206,7 @@ def search(
     confirm: Confirm | None = None,
     judge: str = "artifact",
     timed: bool = True,
+    recipe: str = "",
 ) -> SearchResult:
     """The first configuration (all-int8, then the 1, 2, 3, 4, 6 most sensitive groups in float) whose
     held-out numbers meet the gate. Raises GateNotMetError when none does and the gate is enforced; when
@@ -215,7 +225,7 @@ def search(
     def gated(names: list[str], runner: Runner, clock: bool, by: str) -> Trial:
         verdict = gate(runner)
         ms = latency_ms(runner, sample) if clock else None
-        trials.append(Trial(names, verdict, ms, by))
+        trials.append(Trial(names, verdict, ms, by, recipe))
         return trials[-1]
 
     def trial(names: list[str], float_nodes: list[str]) -> tuple[Any, bool]:
@@ -253,8 +263,33 @@ def search(
         for t in trials
     )
     needs = trials[0].gate.get("min_agreement")
-    raise GateNotMetError(
-        f"{label}: int8 misses the held-out gate (agreement >= {needs} on each half) even with the "
-        f"{len(trials[-1].float_layers)} most sensitive of {len(ranked)} layer groups in float; tried "
-        f"{tried} (groups float: agreement); no int8 artifact written"
+    error = GateNotMetError(
+        f"{label}: int8{f' ({recipe})' if recipe else ''} misses the held-out gate (agreement >= {needs} "
+        f"on each half) even with the {len(trials[-1].float_layers)} most sensitive of {len(ranked)} layer "
+        f"groups in float; tried {tried} (groups float: agreement); no int8 artifact written"
     )
+    error.trials = trials
+    raise error
+
+
+def search_in_turn(searches: list[Callable[[], SearchResult]]) -> SearchResult:
+    """Run `searches` (each a `search` with its own recipe, fastest recipe first) until one finds a
+    configuration that holds the gate; its result carries every trial of the searches before it. When
+    all miss, one GateNotMetError names what each tried."""
+    missed: list[GateNotMetError] = []
+    for run in searches:
+        try:
+            result = run()
+        except GateNotMetError as exc:
+            missed.append(exc)
+            continue
+        earlier = [t for exc in missed for t in getattr(exc, "trials", [])]
+        result.trials[:0] = earlier
+        result.chosen += len(earlier)
+        return result
+    if len(missed) == 1:
+        raise missed[0]
+    tail = "; no int8 artifact written"
+    error = GateNotMetError("; then ".join(str(e).removesuffix(tail) for e in missed) + tail)
+    error.trials = [t for exc in missed for t in getattr(exc, "trials", [])]
+    raise error

@@ -28,6 +28,16 @@ from . import device
 from .rewrites import PIPELINE
 
 BACKENDS = ("xnnpack", "coreml")  # the delegates `lower.partitioner` builds
+# The int8 recipe searched when no configuration of XNNPACKQuantizer's own (every op it quantizes) holds
+# the gate: only convolutions and linears int8; element-wise ops, means and pools float. Measured on the
+# trained 128 px fixture, gated on each half of 1000 held-out crops (AVX2 host, 2026-12-07): XNNPACK's
+# recipe topped out at 0.985 with 6 of 12 groups float (its many per-tensor ranges of element-wise
+# values cost the agreement); convolutions only gave 0.964 all-int8 and, with 3 groups float, 0.992
+# simulated and 0.994 in the ExecuTorch runtime. It is the slower recipe (a quantize/dequantize pair
+# around every convolution): width 1.0 @ 256 on that host, all-int8 32.6 ms against XNNPACK's 27.3 ms
+# (fp32 27.4 ms; AVX2 has no int8 dot product), hence second.
+CONVS_ONLY = "convolutions only (element-wise ops float)"
+XNNPACK_RECIPE = "XNNPACKQuantizer's (every op it quantizes)"  # the first recipe searched
 BACKEND_PRECISIONS = {"xnnpack": ("fp32", "fp16", "int8"), "coreml": ("fp32", "fp16")}
 WHY_NOT = {
     ("coreml", "int8"): "the Core ML delegate runs only on Apple hardware, so the held-out int8 gate "
@@ -174,8 +184,10 @@ class ExecuTorchExporter(Exporter):
         only the one that meets the gate there, then gates that .pte in the runtime: lowering one
         configuration costs ~75 s at width 0.5 @ 128 on 2 quiet cores (ExecuTorch's passes re-trace every
         Q/DQ node), the simulation ~8 s for 500 held-out crops. Measured on the trained 128 px fixture:
-        all-int8 0.978 simulated, 0.976 in the runtime (the two agree on the top-1 of 98% of crops)."""
-        from ..int8_search import search
+        all-int8 0.978 simulated, 0.976 in the runtime (the two agree on the top-1 of 98% of crops).
+        When XNNPACK's recipe misses the gate in every configuration, the same search runs on the
+        CONVS_ONLY recipe (int8_search.search_in_turn); the manifest records the recipe kept."""
+        from ..int8_search import search, search_in_turn
         from . import lower
         from .quantize import SimulatedRunner
         from .runner import ExecuTorchRunner
@@ -199,17 +211,26 @@ class ExecuTorchExporter(Exporter):
         if options.gate is None:
             return build([])
         simulated = lambda module: SimulatedRunner(module, q.embedded)  # noqa: E731
-        result = search(
-            q.convert,
-            simulated,
-            q.quantizable_nodes(),
-            simulated(q.captured),
-            q.images,
-            options.gate,
-            label,
-            confirm=confirm,
-            judge=SimulatedRunner.runtime,
-        )
+        fp32 = simulated(q.captured)
+
+        def recipe(nodes: list[str], also_float: list[str], name: str) -> Callable[[], Any]:
+            return lambda: search(
+                lambda float_nodes: q.convert([*float_nodes, *also_float]),
+                simulated,
+                nodes,
+                fp32,
+                q.images,
+                options.gate,
+                label,
+                confirm=lambda float_nodes: confirm([*float_nodes, *also_float]),
+                judge=SimulatedRunner.runtime,
+                recipe=name,
+            )
+
+        every, convs = q.quantizable_nodes(), q.convolutions()  # both in execution order
+        rest = [n for n in every if n not in set(convs)]
+        result = search_in_turn([recipe(every, [], ""), recipe(convs, rest, CONVS_ONLY)])
+        extra["int8"]["recipe"] = result.trials[result.chosen].recipe or XNNPACK_RECIPE
         extra["int8_search"] = result.to_dict()
         return built[result.path]
 

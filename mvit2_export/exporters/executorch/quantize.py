@@ -232,6 +232,17 @@ class PT2EInt8:
             n.name for n in gm.graph.nodes if "quantization_annotation" in n.meta and n.op == "call_function"
         ]
 
+    def convolutions(self) -> list[str]:
+        """The quantizable convolutions (and linears), in execution order: what CONVS_ONLY keeps int8."""
+        gm = copy.deepcopy(self.captured)
+        _quantizer(set()).annotate(gm)
+        products = {torch.ops.aten.conv2d.default, torch.ops.aten.linear.default}
+        return [
+            n.name
+            for n in gm.graph.nodes
+            if n.op == "call_function" and n.target in products and ANNOTATION in n.meta
+        ]
+
     def floated(self, float_nodes: list[str]) -> list[str]:
         """The nodes a configuration leaves in float, in execution order: `float_nodes` plus those that
         must follow them (shared ranges, heads of patterns: `_floats_with_sharers`). The manifest records

@@ -218,7 +218,8 @@ def search(
     configuration that meets the gate there is built for real by `confirm(float_nodes)` -> (artifact,
     its runner) and gated again on its own runtime, and only that verdict counts. `timed=False`: the
     candidates' runner is not the artifact's runtime on a device (Core ML's MIL interpreter off macOS),
-    so its speed is not recorded either."""
+    so its speed is not recorded either. `recipe` names the quantization recipe in every trial and in
+    the refusal ("" for the backend's own; `search_in_turn` runs several)."""
     trials: list[Trial] = []
     sample = rank_images[:1]
 
@@ -283,7 +284,7 @@ def search_in_turn(searches: list[Callable[[], SearchResult]]) -> SearchResult:
         except GateNotMetError as exc:
             missed.append(exc)
             continue
-        earlier = [t for exc in missed for t in getattr(exc, "trials", [])]
+        earlier = [t for exc in missed for t in exc.trials]
         result.trials[:0] = earlier
         result.chosen += len(earlier)
         return result
@@ -291,5 +292,5 @@ def search_in_turn(searches: list[Callable[[], SearchResult]]) -> SearchResult:
         raise missed[0]
     tail = "; no int8 artifact written"
     error = GateNotMetError("; then ".join(str(e).removesuffix(tail) for e in missed) + tail)
-    error.trials = [t for exc in missed for t in getattr(exc, "trials", [])]
+    error.trials = [t for exc in missed for t in exc.trials]
     raise error

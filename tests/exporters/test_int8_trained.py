@@ -124,6 +124,8 @@ def test_int8_holds_the_held_out_gate_and_generalises(
     assert search["chosen"] == len(trials) - 1
     if target == "executorch":  # a second recipe only after every configuration of the first missed
         assert entry["options"]["int8"]["recipe"] == (chosen.get("recipe") or XNNPACK_RECIPE)
+        embedded = get_exporter(target).metadata(out / entry["path"])["export_options"]["int8"]
+        assert embedded["recipe"] == entry["options"]["int8"]["recipe"]  # inspect shows the same
         first = [t for t in trials if not t.get("recipe")]
         assert not chosen.get("recipe") or (len(first) >= 2 and not any(t["met"] for t in first))
     fresh, _ = band_crops(Recipe().image_size, 1000, HELDOUT_BAND, seed=777)

@@ -195,14 +195,15 @@ class ExecuTorchExporter(Exporter):
         built: dict[Path, Any] = {}
         numbers = itertools.count()
 
-        def build(float_nodes: list[str]) -> Any:
+        def build(float_nodes: list[str], recipe: str = XNNPACK_RECIPE) -> Any:
+            extra["int8"]["recipe"] = recipe  # in the .pte's metadata too: set before lowering
             extra["int8"]["float_nodes"] = q.floated(float_nodes)
             meta = self._metadata(model, options, rewrites, extra)
             return lower.to_pte(q.quantize(float_nodes), "xnnpack", options.precision, meta)
 
-        def confirm(float_nodes: list[str]) -> tuple[Path, Any]:
+        def confirm(float_nodes: list[str], recipe: str) -> tuple[Path, Any]:
             path = workdir / f"int8-{next(numbers)}.pte"  # the runtime maps the file: never rewrite one
-            lowered = build(float_nodes)
+            lowered = build(float_nodes, recipe)
             built.clear()  # the search keeps the configuration it confirmed last
             built[path] = lowered
             path.write_bytes(built[path].buffer)
@@ -222,7 +223,7 @@ class ExecuTorchExporter(Exporter):
                 q.images,
                 options.gate,
                 label,
-                confirm=lambda float_nodes: confirm([*float_nodes, *also_float]),
+                confirm=lambda float_nodes: confirm([*float_nodes, *also_float], name or XNNPACK_RECIPE),
                 judge=SimulatedRunner.runtime,
                 recipe=name,
             )
@@ -230,7 +231,6 @@ class ExecuTorchExporter(Exporter):
         every, convs = q.quantizable_nodes(), q.convolutions()  # both in execution order
         rest = [n for n in every if n not in set(convs)]
         result = search_in_turn([recipe(every, [], ""), recipe(convs, rest, CONVS_ONLY)])
-        extra["int8"]["recipe"] = result.trials[result.chosen].recipe or XNNPACK_RECIPE
         extra["int8_search"] = result.to_dict()
         return built[result.path]
 

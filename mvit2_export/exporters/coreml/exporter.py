@@ -155,8 +155,8 @@ class CoreMLExporter(Exporter):
         workdir: Path,
         label: str,
     ) -> tuple[Any, dict[str, Any], Any]:
-        """(the W8A8 program, its facts, its held-out verdict): the configuration with the fewest float layer groups that holds the held-out gate
-        (exporters/int8_search.py), each candidate compressed by coremltools.optimize with the search's
+        """(the W8A8 program, its facts, its held-out verdict): the configuration with the fewest float
+        layer groups that holds the held-out gate (exporters/int8_search.py), each candidate compressed by coremltools.optimize with the search's
         ops left out of its op configs, saved and run by the runtime this host has (Core ML on macOS,
         else the MIL interpreter, whose speed is not Core ML's: its latencies are not recorded)."""
         import functools

@@ -224,18 +224,24 @@ class PT2EInt8:
             "calibration_images": len(images),
         }
 
-    def quantizable_nodes(self) -> list[str]:
-        """The nodes XNNPACK's quantizer annotates, in execution order."""
+    @functools.cached_property
+    def _annotated(self) -> torch.fx.GraphModule:
+        """A copy of the captured graph with XNNPACK's annotations (read, never changed, by the three
+        methods below)."""
         gm = copy.deepcopy(self.captured)
         _quantizer(set()).annotate(gm)
+        return gm
+
+    def quantizable_nodes(self) -> list[str]:
+        """The nodes XNNPACK's quantizer annotates, in execution order."""
+        gm = self._annotated
         return [
             n.name for n in gm.graph.nodes if "quantization_annotation" in n.meta and n.op == "call_function"
         ]
 
     def convolutions(self) -> list[str]:
         """The quantizable convolutions (and linears), in execution order: what CONVS_ONLY keeps int8."""
-        gm = copy.deepcopy(self.captured)
-        _quantizer(set()).annotate(gm)
+        gm = self._annotated
         products = {torch.ops.aten.conv2d.default, torch.ops.aten.linear.default}
         return [
             n.name
@@ -249,8 +255,7 @@ class PT2EInt8:
         these, not only the search's request."""
         if not float_nodes:
             return []
-        gm = copy.deepcopy(self.captured)
-        _quantizer(set()).annotate(gm)
+        gm = self._annotated
         floats = _floats_with_sharers(gm, set(float_nodes))
         return [n.name for n in gm.graph.nodes if n.name in floats and n.op == "call_function"]
 

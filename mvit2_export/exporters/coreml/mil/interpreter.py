@@ -166,6 +166,10 @@ class MilInterpreter:
                     return f"{op.type} {op.name!r} works along the batch axis"
         return None
 
+    @functools.cached_property
+    def _classify(self) -> MilOp | None:
+        return next((op for op in self.program.ops if op.type == "classify"), None)
+
     def _run_batched(self, feeds: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
         for f in feeds:
             if set(f) != set(self.program.input_names):
@@ -177,8 +181,7 @@ class MilInterpreter:
         with _single_threaded_blas():
             self._run_ops(env, {}, False, batch)
         outs = self._collect_outputs(env)
-        classify = next((op for op in self.program.ops if op.type == "classify"), None)
-        per_label = set(classify.outputs) if classify is not None else set()
+        per_label = set(self._classify.outputs) if self._classify is not None else set()
         return [
             {k: (np.asarray(v[i]) if k in per_label else v[i : i + 1]) for k, v in outs.items()}
             for i in range(batch)
@@ -232,7 +235,7 @@ class MilInterpreter:
             elif isinstance(val, list):  # one dict per image of a batch
                 val = np.array([list(d.values()) for d in val])
             outs[name] = np.asarray(val)
-        classify = next((op for op in self.program.ops if op.type == "classify"), None)
+        classify = self._classify
         if classify is not None:
             probs_name = classify.inputs["probabilities"]
             assert isinstance(probs_name, str)

@@ -24,7 +24,7 @@ A backend may offer a second recipe, searched the same way only when every confi
 misses (`search_in_turn`): ExecuTorch's convolutions-only int8, when XNNPACK's quantizer, which also
 quantizes the element-wise ops, cannot reach the gate with half its groups float.
 
-Where building an artifact is what costs (ExecuTorch: an int8 lowering is ~80 s), the search judges
+Where building an artifact is what costs (ExecuTorch: an int8 lowering is ~90 s), the search judges
 configurations on a cheaper stand-in of the same quantization (`runner_for` may return any Runner, e.g.
 PT2E's simulated int8 in torch) and `confirm` builds the configuration that met the gate for real and
 gates it in its own runtime; a miss there sends the search on to the next configuration.

@@ -94,6 +94,26 @@ def test_a_float_mean_is_calibrated_not_copied(q):
         np.testing.assert_array_equal(q.convert(sorted(floats))(x), convert_pt2e(fresh)(x))
 
 
+def test_a_fresh_calibration_serves_every_configuration_that_observes_the_same_values(q, monkeypatch):
+    """The float mean's output observer, calibrated afresh for one configuration, is reused (not
+    calibrated again) by another that observes the same values, and that one still quantizes exactly as
+    its own fresh calibration does."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    q.convert([node_named(q, "mean")])
+    calibrations: list[int] = []
+    calibrate = q._calibrate
+    monkeypatch.setattr(q, "_calibrate", lambda gm: (calibrations.append(1), calibrate(gm)))
+    floats = [node_named(q, "mean"), node_named(q, "conv2d_3")]
+    converted = q.convert(floats)
+    assert calibrations == []
+    fresh = prepare_pt2e(copy.deepcopy(q.captured), _quantizer(set(floats)))
+    calibrate(fresh)
+    x = torch.cat(q.inputs[:4])
+    with torch.no_grad():
+        np.testing.assert_array_equal(converted(x), convert_pt2e(fresh)(x))
+
+
 # relu_1 alone: the tail of conv2d_1's fused pattern (the conv follows it into float); conv2d_2 + add:
 # an add with one float input, whose other input's dequantize an int8 conv also reads.
 @pytest.mark.parametrize("floats", [["add"], ["relu_1"], ["max_pool2d"], ["mean"], ["conv2d_2", "add"]])

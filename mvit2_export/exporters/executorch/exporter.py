@@ -182,7 +182,7 @@ class ExecuTorchExporter(Exporter):
 
         The search judges configurations on PT2E's simulated int8 (quantize.SimulatedRunner) and lowers
         only the one that meets the gate there, then gates that .pte in the runtime: lowering one
-        configuration costs ~75 s at width 0.5 @ 128 on 2 quiet cores (ExecuTorch's passes re-trace every
+        configuration costs ~90 s at width 0.5 @ 128 on 2 quiet cores (ExecuTorch's passes re-trace every
         Q/DQ node), the simulation ~8 s for 500 held-out crops. Measured on the trained 128 px fixture:
         all-int8 0.978 simulated, 0.976 in the runtime (the two agree on the top-1 of 98% of crops).
         When XNNPACK's recipe misses the gate in every configuration, the same search runs on the

@@ -6,10 +6,12 @@ Calibration runs once, with every node annotated: PT2E's observers pass values t
 the tensor a partial configuration observes holds the same values as in the all-int8 one, and each of its
 observers is a copy of the all-int8 observer of the same tensor (`_transplant`; where all-int8 shares
 one range between tensors, a max-pool and its input, the copy keeps that range: each configuration
-quantizes its int8 tensors exactly as all-int8 does). A configuration then costs a prepare and a convert
-(~6 s at width 0.5 @ 128, quiet) instead of also a calibration (~5 s quiet, ~15 s loaded, over 64 images).
-Values whose all-int8 range does not apply (a float mean's output, a value only the configuration
-observes) are calibrated afresh.
+quantizes its int8 tensors exactly as all-int8 does). Values whose all-int8 range does not apply (a
+float mean's output, a value only the configuration observes) are calibrated afresh, once for every
+configuration that observes the same values (`_observer_keys`). Each observer's qparams are computed
+once (`_FixedQParams`), and XNNPACK's conv + batch-norm patterns, which cannot match our graphs, are
+not traced. A configuration then costs ~1.3 s at width 0.5 @ 128 (a prepare and a convert; measured
+2026-12-07, bit-identical outputs) where it cost 8-13 s, ~9 s of it a calibration over 64 images.
 
 Why PT2E and not a quantizer of our own: it is the quantizer the XNNPACK delegate is built for; its
 quantized patterns (conv + activation, add, mul, pooling) are what the partitioner turns into XNNPACK's
@@ -103,6 +105,11 @@ def _quantizer(float_nodes: set[str]) -> Any:
         """XNNPACK's annotations, minus those of the nodes the search keeps in float."""
 
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            if not any("batch_norm" in str(n.target) for n in model.graph.nodes):
+                # Its conv + batch-norm patterns cannot match a graph without batch norm (our rewrites
+                # fold it into the convolutions), and each is traced with torch.export on every call:
+                # ~3 s of every prepare at width 0.5 @ 128 (measured), twice per configuration.
+                self.SUPPORTED_PATTERNS = [p for p in self.SUPPORTED_PATTERNS if "_bn" not in p.name]
             model = super().annotate(model)
             floats = _floats_with_sharers(model, float_nodes)
             for node in model.graph.nodes:
@@ -161,6 +168,41 @@ def _transplant(source: torch.fx.GraphModule, target: torch.fx.GraphModule) -> l
     return left
 
 
+class _FixedQParams:
+    """An observer's calculate_qparams, computed once. HistogramObserver searches its histogram on every
+    call (~10 ms each, ~400 per convert: ~3 s at width 0.5 @ 128, measured), and every configuration
+    converts copies of the same calibrated observers."""
+
+    def __init__(self, qparams: tuple[torch.Tensor, ...]) -> None:
+        self.qparams = qparams
+
+    def __call__(self) -> tuple[torch.Tensor, ...]:
+        return tuple(t.clone() for t in self.qparams)
+
+
+def _fix_qparams(gm: torch.fx.GraphModule) -> None:
+    """Every calibrated observer of `gm` returns the qparams it computes now, from now on (copies too)."""
+    for name in _observers(gm):
+        observer = getattr(gm, name)
+        if not isinstance(observer.__dict__.get("calculate_qparams"), _FixedQParams):
+            observer.calculate_qparams = _FixedQParams(observer.calculate_qparams())
+
+
+def _observer_keys(gm: torch.fx.GraphModule) -> dict[str, tuple[Any, ...]]:
+    """observer name -> what its calibrated state depends on: its kind and the values its instance
+    observes (observers pass values through, so a value holds the same numbers in every configuration)."""
+    observers = _observers(gm)
+    seen = _seen_by_instance(gm, observers)
+    keys = {}
+    for name in observers:
+        observer = getattr(gm, name)
+        kind = [
+            str(getattr(observer, a, None)) for a in ("dtype", "qscheme", "ch_axis", "quant_min", "quant_max")
+        ]
+        keys[name] = (type(observer).__name__, *kind, frozenset(seen[id(observer)]))
+    return keys
+
+
 def _seen_by_instance(gm: torch.fx.GraphModule, observers: dict[str, list[str]]) -> dict[int, set[str]]:
     """observer instance -> every value it observes: PT2E registers a shared observer under several names."""
     out: dict[int, set[str]] = {}
@@ -190,7 +232,7 @@ def _dequantize_per_user(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 class SimulatedRunner:
     """PT2E's converted module in torch: the quantize/dequantize arithmetic the XNNPACK delegate runs,
     simulated in float, in batches (width 0.5 @ 128 on 2 cores: 16 ms per image quiet, ~60 ms loaded;
-    lowering one configuration takes ~75 s). The search's judge; the chosen configuration is then lowered and gated in
+    lowering one configuration takes ~90 s). The search's judge; the chosen configuration is then lowered and gated in
     the ExecuTorch runtime."""
 
     runtime = "pt2e-simulated-int8"
@@ -217,6 +259,9 @@ class PT2EInt8:
         # Captured with a dynamic batch so calibration runs in batches: PT2E's observed graph runs
         # node by node in Python (~1.4 s per 128 px image at batch 1 on 2 cores, measured).
         self.captured = export_batched(module, example).module()
+        # Observers calibrated afresh for values whose all-int8 range does not apply (`_observed`), by
+        # `_observer_keys`: calibrated once for all configurations (~5-9 s each time, measured).
+        self._fresh: dict[tuple[Any, ...], nn.Module] = {}
         self.settings: dict[str, Any] = {
             "quantizer": "XNNPACKQuantizer (PT2E, torchao)",
             "weights": "int8 symmetric per channel",
@@ -268,13 +313,19 @@ class PT2EInt8:
         observed = prepared()
         if not float_nodes:
             self._calibrate(observed)
+            _fix_qparams(observed)
             return observed
         left = _transplant(self.calibrated, observed)
-        if left:  # calibrated afresh, and only those taken from that calibration
+        keys = _observer_keys(observed)
+        wanted = {name: keys[name] for name in left}
+        if not set(wanted.values()) <= self._fresh.keys():  # calibrated afresh
             fresh = prepared()
             self._calibrate(fresh)
-            for name in left:
-                setattr(observed, name, copy.deepcopy(getattr(fresh, name)))
+            _fix_qparams(fresh)
+            for name, key in _observer_keys(fresh).items():
+                self._fresh.setdefault(key, getattr(fresh, name))
+        for name, key in wanted.items():
+            setattr(observed, name, copy.deepcopy(self._fresh[key]))
         return observed
 
     def _calibrate(self, observed: torch.fx.GraphModule) -> None:

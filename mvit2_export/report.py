@@ -165,8 +165,10 @@ def int8_lines(manifest: Manifest) -> list[str]:
             name = f"{t['recipe']}: {name}" if t.get("recipe") else name
             mark = " (chosen)" if i == search["chosen"] else ""
             ms = "–" if t.get("latency_ms") is None else f"{t['latency_ms']:.2f}"
+            # a trial the gate stopped once a half could no longer meet it: numbers of the images run
+            part = f" (first {t['n_images']} of {t['stopped_early_of']})" if t.get("stopped_early_of") else ""
             lines.append(
-                f"| {name}{mark} | {t['agreement']:.4f} | {t.get('lowest_half', t['agreement']):.4f} "
+                f"| {name}{mark} | {t['agreement']:.4f}{part} | {t.get('lowest_half', t['agreement']):.4f} "
                 f"| {'yes' if t['met'] else 'no'} "
                 f"| {t.get('judge', 'artifact')} | {ms} |"
             )
@@ -373,8 +375,8 @@ def _plot_searches(ax: Any, searches: list[tuple[ArtifactEntry, dict[str, Any]]]
             ax.scatter(
                 t["latency_ms"], t["agreement"], s=60, color=color, facecolors=color if chosen else "none"
             )
-            ax.annotate(
-                f"{t['float_groups']}f",
+            ax.annotate(  # "*": the gate stopped once a half missed; agreement of the images run
+                f"{t['float_groups']}f" + ("*" if t.get("stopped_early_of") else ""),
                 (t["latency_ms"], t["agreement"]),
                 fontsize=7,
                 xytext=(4, 3),
@@ -385,7 +387,7 @@ def _plot_searches(ax: Any, searches: list[tuple[ArtifactEntry, dict[str, Any]]]
             ax.axhline(gate, color="#555555", linestyle=":", linewidth=0.8)
     ax.set_xlabel("latency (ms, quick timing during export)")
     ax.set_ylabel(f"held-out {metric}")
-    ax.set_title("int8 search: layer groups float (Nf), filled = chosen")
+    ax.set_title("int8 search: layer groups float (Nf; *: stopped early), filled = chosen")
     ax.grid(True, alpha=0.3)
 
 

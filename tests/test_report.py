@@ -106,3 +106,31 @@ def test_report_md_lists_sizes_and_parameters():
     assert "Parameters: 4,901,841 (at 4 bytes each, fp32: 19.61 MB)" in md
     row = next(line for line in md.splitlines() if "m-fp32.onnx" in line)
     assert "| 2.00 |" in row
+
+
+def test_a_trial_the_gate_stopped_early_says_how_many_images_it_was_judged_on():
+    data = _manifest_json()
+    data["model"]["int8_gate"] = {
+        "source": "crops",
+        "min_agreement": 0.99,
+        "enforced": True,
+        "int8_isa": "x86-avx2",
+    }
+    trial = {"float_groups": 0, "names": [], "agreement": 0.8625, "lowest_half": 0.825, "met": False}
+    chosen = {"float_groups": 1, "names": ["g1"], "agreement": 0.993, "lowest_half": 0.992, "met": True}
+    data["artifacts"][1]["options"] = {
+        "int8_search": {
+            "why": "the 1 most sensitive layer group(s) kept float",
+            "float_groups": ["g1"],
+            "chosen": 1,
+            "sensitivity": [],
+            "trials": [
+                {**trial, "n_images": 80, "stopped_early_of": 1000, "latency_ms": 20.0},
+                {**chosen, "n_images": 1000, "latency_ms": 22.0},
+            ],
+        }
+    }
+    manifest = Manifest.from_json(data)
+    rows = [line for line in render_markdown(manifest).splitlines() if line.startswith("| all int8")]
+    assert rows and "| 0.8625 (first 80 of 1000) | 0.8250 | no |" in rows[0]
+    build_figure(manifest)  # the trade-off plot marks it without failing

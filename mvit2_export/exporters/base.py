@@ -103,7 +103,9 @@ class Gate(Protocol):
 
     active: bool  # a miss fails the export (trained weights); else numbers are only reported
 
-    def __call__(self, runner: Runner) -> GateVerdict: ...
+    def __call__(self, runner: Runner, stop_early: bool = False) -> GateVerdict:
+        """`stop_early`: a search's trial may stop once the gate is certainly missed."""
+        ...
 
 
 class Runner(Protocol):

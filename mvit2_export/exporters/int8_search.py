@@ -94,6 +94,11 @@ class Trial:
             "met": self.met,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
             "min_agreement": self.gate.get("min_agreement"),
+            "n_images": self.gate.get("n_images"),
+            # the gate stopped at n_images of this many: a half could no longer meet it (parity/gate.py)
+            **(
+                {"stopped_early_of": self.gate["stopped_early_of"]} if "stopped_early_of" in self.gate else {}
+            ),
             "judge": self.judge,
             **({"recipe": self.recipe} if self.recipe else {}),
         }
@@ -224,7 +229,7 @@ def search(
     sample = rank_images[:1]
 
     def gated(names: list[str], runner: Runner, clock: bool, by: str) -> Trial:
-        verdict = gate(runner)
+        verdict = gate(runner, stop_early=True)  # a miss costs only the images that prove it
         ms = latency_ms(runner, sample) if clock else None
         trials.append(Trial(names, verdict, ms, by, recipe))
         return trials[-1]
@@ -259,7 +264,13 @@ def search(
             return SearchResult(path, trials, ranked, len(trials) - 1)
         discard(path)
     tried = " | ".join(
-        f"{len(t.float_layers)} float: {t.agreement:.4f} (lowest half {t.gate.get('lowest_half', t.agreement):.4f})"
+        f"{len(t.float_layers)} float: {t.agreement:.4f} (lowest half {t.gate.get('lowest_half', t.agreement):.4f}"
+        + (
+            f", first {t.gate['n_images']} of {t.gate['stopped_early_of']} images"
+            if "stopped_early_of" in t.gate
+            else ""
+        )
+        + ")"
         + ("" if t.judge == "artifact" else f" ({t.judge})")
         for t in trials
     )

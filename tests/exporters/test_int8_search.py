@@ -48,7 +48,7 @@ class Gate:
     def __init__(self, base: float, step: float) -> None:
         self.base, self.step = base, step
 
-    def __call__(self, runner: Runner) -> Verdict:
+    def __call__(self, runner: Runner, stop_early: bool = False) -> Verdict:
         floats = len(NODES) - len(runner.int8)
         agreement = round(self.base + self.step * floats, 4)
         return Verdict(agreement, agreement >= 0.99, agreement >= 0.99)

@@ -228,12 +228,16 @@ class AccuracyGate:
         outs = [np.concatenate(parts) for parts in zip(*got, strict=True)]
         return self.evaluate(outs)
 
+    def _matches(self, out: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """Where the top-1 decision (per image, or per pixel for segmentation) equals the reference's."""
+        axis = -1 if self.task == "classification" else 1
+        return out.argmax(axis) == ref.argmax(axis)
+
     def _disagreements(self, out: np.ndarray, start: int) -> np.ndarray:
         """Per image of `out` (held-out images start..): how many of its top-1 labels (1) or pixels differ
         from the reference's."""
-        axis = -1 if self.task == "classification" else 1
         ref = self.reference[0][start : start + len(out)]
-        return (out.argmax(axis) != ref.argmax(axis)).reshape(len(out), -1).sum(1)
+        return (~self._matches(out, ref)).reshape(len(out), -1).sum(1)
 
     def _cannot_meet(self, wrong: np.ndarray) -> bool:
         """Whether a half, counting the disagreements of the images run so far (`wrong`, per image), is
@@ -291,10 +295,8 @@ class AccuracyGate:
         with nothing."""
         if not all(np.isfinite(o).all() for o in outs):
             agreement = 0.0
-        elif self.task == "classification":
-            agreement = float((outs[0].argmax(-1) == ref[0].argmax(-1)).mean())
-        elif self.task == "segmentation":
-            agreement = float((outs[0].argmax(1) == ref[0].argmax(1)).mean())
+        elif self.task != "backbone":
+            agreement = float(self._matches(outs[0], ref[0]).mean())
         else:
             agreement = min(cosine(r, g) for r, g in zip(ref, outs, strict=True))
         if labels is None:

@@ -316,6 +316,8 @@ class PT2EInt8:
             _fix_qparams(observed)
             return observed
         left = _transplant(self.calibrated, observed)
+        if not left:
+            return observed
         keys = _observer_keys(observed)
         wanted = {name: keys[name] for name in left}
         if not set(wanted.values()) <= self._fresh.keys():  # calibrated afresh

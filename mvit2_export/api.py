@@ -192,6 +192,9 @@ def export(
     float until the gate holds (exporters/int8_search.py). `int8_isa` is where the int8 model will run
     (cpu.py; "auto": this host).
     """
+    from .lanes import plan_lanes, refuse_in_a_starting_worker, resolve_lanes, run_lanes
+
+    refuse_in_a_starting_worker()
     listener, started = as_listener(progress), time.time()
     targets = parse_targets(target)
     precisions = parse_precisions(precision)
@@ -236,8 +239,6 @@ def export(
     # A calibration folder with no readable image fails here, before anything is written.
     calibrated = any(exporters[t].calibrates(o) for t, o in jobs)
     calibration = describe_calibration(calib, size) if calibrated or calib is not None else None
-    from .lanes import plan_lanes, resolve_lanes, run_lanes
-
     lanes = resolve_lanes(workers, targets)
     out = Path(out_dir)
     prepare_out_dir(out, force)

@@ -4,18 +4,23 @@ Exporting is single-threaded Python (torch.export, the rewrites, the converters)
 one core is the sum of three exports (68 s at width 1.0 here, start-up included). A lane per target group
 on another core brings it to the longest lane (50 s with two lanes: tflite | onnx + coreml). The jobs of one target stay in one lane, in order: fp32, fp16 and int8
 reuse that target's cached trace and conversion. Worker lanes are spawned processes (a fork of a process
-that has run torch would inherit its thread pools); each gets the model once, at start.
+that has run torch would inherit its thread pools); each reads the model once, at start, from a file this
+process writes: passed in the spawn arguments instead, a model larger than a pipe's buffer made this
+process wait forever on a worker that died before reading them (a script calling export() without an
+`if __name__ == "__main__":` guard, re-run by the spawned worker; measured: a hang at 0% CPU).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import queue as queue_mod
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 from typing import Any
 
 from .errors import ExportError, UsageError
@@ -55,15 +60,28 @@ def plan_lanes(targets: Sequence[str], lanes: int, cost: Mapping[str, int] | Non
     return [sorted(lane) for lane in plan]
 
 
+def refuse_in_a_starting_worker() -> None:
+    """Raise if this process is a spawned worker still importing the user's main script: a script that
+    calls export() outside `if __name__ == "__main__":` runs it again in every worker, which would redo
+    (and race) the export into the same folder before dying at its own spawn."""
+    if getattr(current_process(), "_inheriting", False):  # what multiprocessing's own check reads
+        raise UsageError(
+            "export() was called while a worker process was starting (workers re-run the main "
+            "script): call it under `if __name__ == '__main__':`"
+        )
+
+
 # -- worker side ---------------------------------------------------------------------------------------
 
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(lane: int, state: Any, messages: Any) -> None:
+def _init_worker(lane: int, state_file: str, messages: Any) -> None:
     import torch
 
     torch.set_num_threads(1)  # the lanes share the cores; eager checks must not oversubscribe them
+    with open(state_file, "rb") as f:  # written by run_lanes in this run, in its private directory
+        state = pickle.load(f)
     _WORKER.update(lane=lane, state=state, messages=messages)
 
 
@@ -91,6 +109,16 @@ def run_lanes(
         for i in plan[0]:
             yield i, fn(state, i, lambda message: say(0, message) if say else None)
         return
+    with tempfile.TemporaryDirectory(prefix="mvit2-lanes-") as scratch:
+        state_file = os.path.join(scratch, "state.pickle")
+        with open(state_file, "wb") as f:
+            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+        yield from _run_pools(plan, fn, state, state_file, say)
+
+
+def _run_pools(
+    plan: list[list[int]], fn: JobFn, state: Any, state_file: str, say: Callable[[int, Any], None] | None
+) -> Iterator[tuple[int, Any]]:
     ctx = get_context("spawn")
     messages = ctx.Queue()
     lock = threading.Lock()
@@ -101,7 +129,7 @@ def run_lanes(
                 say(lane, message)
 
     pools = [
-        ProcessPoolExecutor(1, ctx, initializer=_init_worker, initargs=(k, state, messages))
+        ProcessPoolExecutor(1, ctx, initializer=_init_worker, initargs=(k, state_file, messages))
         for k in range(1, len(plan))
     ]
     futures: dict[Future[Any], int] = {}
@@ -136,7 +164,8 @@ def _collect(futures: dict[Future[Any], int], block: bool) -> Iterator[tuple[int
                 yield i, f.result()
             except BrokenProcessPool as exc:
                 raise ExportError(
-                    "a worker process of the parallel export died (out of memory?); retry with --jobs 1"
+                    "a worker process of the parallel export died (out of memory, or a script calling "
+                    "export() outside `if __name__ == '__main__':`); retry with --jobs 1 (workers=1)"
                 ) from exc
 
 

@@ -3,10 +3,14 @@ is in test_end_to_end.py)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import subprocess
+import sys
 
 import pytest
 
+import mvit2_export
 from mvit2_export.errors import ExportError, UsageError
 from mvit2_export.exporters import exporter_class
 from mvit2_export.lanes import plan_lanes, resolve_lanes, run_lanes
@@ -50,3 +54,27 @@ def test_results_come_back_from_the_worker_lane():
 def test_a_worker_error_is_raised_here_with_its_type_and_message():
     with pytest.raises(ExportError, match="job 1 cannot be converted"):
         list(run_lanes([[0], [1]], _job, {"fail": 1}))
+
+
+def test_a_worker_that_dies_starting_fails_the_run_instead_of_hanging_it(tmp_path):
+    # A script without a main guard: the spawned worker re-runs it, and dies at its own spawn before
+    # reading its start-up arguments. With the state in those arguments (larger than a pipe's buffer)
+    # this process waited forever to write them (measured: 0% CPU until killed).
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "from mvit2_export.lanes import run_lanes\n"
+        "def job(state, index, say):\n"
+        "    return index\n"
+        "list(run_lanes([[0], [1]], job, bytes(1 << 20)))\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0
+    assert "a worker process of the parallel export died" in proc.stderr
+    assert "__name__ == '__main__'" in proc.stderr
+
+
+def test_export_refuses_to_run_inside_a_starting_worker(monkeypatch, tmp_path):
+    monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
+    with pytest.raises(UsageError, match="__name__ == '__main__'"):
+        mvit2_export.export(None, "onnx,tflite", tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before the folder is touched

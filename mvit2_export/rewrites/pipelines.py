@@ -8,6 +8,9 @@ _CLEANUP: list[str] = [
     "common::remove_identity_ops",
     # Before anything that could insert a node between a conv and its BatchNorm.
     "common::fold_conv_batch_norm",
+    # After the BN fold (which needs conv -> BN adjacency, not the kernel): ASPP's dilated 3x3 convs on a
+    # map smaller than their dilation become the 1x1 convs they equal.
+    "common::drop_padding_taps",
 ]
 
 PIPELINES: dict[str, list[str]] = {

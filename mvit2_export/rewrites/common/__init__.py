@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401 - imported to register
     decompose_group_norm,
+    drop_padding_taps,
     fold_channel_affine_into_conv,
     fold_conv_batch_norm,
     fold_to_pixel_shuffle,

@@ -16,6 +16,7 @@ from . import (  # noqa: F401 - imported to register
 PIPELINE: tuple[str, ...] = (
     "common::remove_identity_ops",
     "common::fold_conv_batch_norm",
+    "common::drop_padding_taps",
     "common::unfold_to_depthwise_conv",
     "common::fold_to_pixel_shuffle",
     "common::remove_broadcast_expand",

@@ -68,6 +68,20 @@ def broadcast(shapes: Sequence[Sequence[Any]]) -> tuple[Any, ...] | None:
     return tuple(out)
 
 
+_CONV2D_DEFAULTS: tuple[Any, ...] = (
+    None,
+    [1, 1],
+    [0, 0],
+    [1, 1],
+    1,
+)  # bias, stride, padding, dilation, groups
+
+
+def conv2d_args(node: Node) -> list[Any]:
+    """aten.conv2d's (input, weight, bias, stride, padding, dilation, groups), its defaults filled in."""
+    return list(node.args) + list(_CONV2D_DEFAULTS[len(node.args) - 2 :])
+
+
 def get_attr_tensor(gm: GraphModule, node: object) -> torch.Tensor | None:
     """The tensor behind a `get_attr` node (parameter, buffer or constant), else None."""
     if not isinstance(node, Node) or node.op != "get_attr":

@@ -22,10 +22,12 @@ same output size with torch's symmetric padding: as many taps dropped at each en
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch.fx import GraphModule, Node
 
 from ..base import Rewrite, RewriteResult, register_rewrite
-from ..graph_utils import add_constant, aten, find, get_attr_tensor, is_static, shape
+from ..graph_utils import add_constant, aten, conv2d_args, find, get_attr_tensor, is_static, shape
 
 
 def live_taps(n: int, k: int, stride: int, pad: int, dil: int) -> tuple[int, int] | None:
@@ -36,17 +38,22 @@ def live_taps(n: int, k: int, stride: int, pad: int, dil: int) -> tuple[int, int
     return (live[0], live[-1]) if live else None
 
 
-def _conv_params(conv: Node) -> tuple[list[int], list[int], list[int]] | None:
-    """(stride, padding, dilation) of a non-transposed 2-D conv with list arguments, else None."""
+def _conv_args(conv: Node) -> list[Any] | None:
+    """A non-transposed 2-D conv's arguments, defaults filled in (stride, padding and dilation at 3, 4
+    and 5 for both aten.conv2d and aten.convolution), else None."""
     if aten.conv2d.default == conv.target:
-        args = list(conv.args) + [None] * (7 - len(conv.args))
-        stride, padding, dilation = args[3] or [1, 1], args[4] or [0, 0], args[5] or [1, 1]
-    elif aten.convolution.default == conv.target and not conv.args[6]:
-        stride, padding, dilation = conv.args[3], conv.args[4], conv.args[5]
-    else:
-        return None
-    params = [list(p) if len(p) == 2 else list(p) * 2 for p in (stride, padding, dilation)]
-    return params if all(isinstance(v, int) for p in params for v in p) else None
+        return conv2d_args(conv)
+    if aten.convolution.default == conv.target and not conv.args[6]:
+        return list(conv.args)
+    return None
+
+
+def _pair(value: Any) -> list[int] | None:
+    """A stride, padding or dilation as [h, w] ints ([d] means [d, d]); None when it is not ints."""
+    pair = list(value)
+    if len(pair) == 1:
+        pair *= 2
+    return pair if len(pair) == 2 and all(isinstance(v, int) for v in pair) else None
 
 
 @register_rewrite
@@ -59,10 +66,11 @@ class DropPaddingTaps(Rewrite):
         if not convs:
             return self.fired(0, ["no conv2d node"])
         for conv in convs:
-            params = _conv_params(conv)
+            args = _conv_args(conv)
+            params = [_pair(p) for p in args[3:6]] if args else [None]
             x_shape = shape(conv.args[0])
             w = get_attr_tensor(gm, conv.args[1])
-            if params is None or conv.kwargs or x_shape is None or len(x_shape) != 4 or w is None:
+            if None in params or conv.kwargs or x_shape is None or len(x_shape) != 4 or w is None:
                 skipped.append(f"{conv.name}: not a 2-D conv with constant weights and list arguments")
                 continue
             if not all(is_static(d) for d in x_shape[2:]):
@@ -83,13 +91,7 @@ class DropPaddingTaps(Rewrite):
                 skipped.append("no conv has a tap (or symmetric pair of taps) that reads only padding")
                 continue
             w_node = add_constant(gm, f"{conv.name}_live_taps", w[:, :, keep[0], keep[1]], conv)
-            if aten.conv2d.default == conv.target:  # (x, w, bias, stride, padding, dilation, groups)
-                groups = conv.args[6] if len(conv.args) > 6 else 1
-                bias = conv.args[2] if len(conv.args) > 2 else None
-                conv.args = (conv.args[0], w_node, bias, stride, new_pad, new_dil, groups)
-            else:
-                args = list(conv.args)
-                args[1], args[4], args[5] = w_node, new_pad, new_dil
-                conv.args = tuple(args)
+            args[1], args[4], args[5] = w_node, new_pad, new_dil
+            conv.args = tuple(args)
             count += 1
         return self.fired(count, skipped)

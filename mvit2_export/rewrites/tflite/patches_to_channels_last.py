@@ -33,7 +33,7 @@ import operator
 from torch.fx import GraphModule, Node
 
 from ..base import Rewrite, RewriteResult, register_rewrite
-from ..graph_utils import add_constant, aten, find, get_attr_tensor, is_op, is_static, shape
+from ..graph_utils import add_constant, aten, conv2d_args, find, get_attr_tensor, is_op, is_static, shape
 
 # Old [B, C, P, N] dim -> the grid [B, H/r, r, W/r, r, C] dims it became (P = the two r axes,
 # N = the two H/r, W/r axes).
@@ -41,7 +41,6 @@ _GRID_DIMS = {0: (0,), 1: (5,), 2: (2, 4), 3: (1, 3)}
 _UNARY = (aten.relu, aten.silu, aten.gelu, aten.sigmoid, aten.tanh, aten.rsqrt, aten.sqrt, aten.neg, aten.exp)
 _BINARY = (aten.add, aten.sub, aten.mul, aten.div)
 _REDUCE = (aten.mean, aten.sum)
-_CONV_DEFAULTS: list[object] = [None, [1, 1], [0, 0], [1, 1], 1]  # bias, stride, padding, dilation, groups
 
 
 def _dims(dims: object) -> list[int]:
@@ -137,7 +136,7 @@ class _Stage:
             return f"{n.name} ({n.target}) is not a 4-D tensor op"
         if is_op(n, aten.conv2d):
             w = get_attr_tensor(self.gm, n.args[1])
-            _, stride, padding, dilation, groups = list(n.args[2:]) + _CONV_DEFAULTS[len(n.args) - 2 :]
+            _, stride, padding, dilation, groups = conv2d_args(n)[2:]
             convs = [
                 list(stride),
                 padding if isinstance(padding, str) else list(padding),

@@ -51,6 +51,11 @@ INT8_MODES = ("static", "dynamic")
 # conv at 128x128: 4.45 ms int8, 4.60 ms fp32); the 2x target needs VNNI or ARM dot-product kernels.
 # Held-out crops are where the 69%-accurate fixture is nearly tied: ONNX int8 agrees on 97.4% of them.
 FLOAT_OPS = ("MEAN", "SUM", "DIV")
+# The second recipe searched when no configuration of the all-int8 one holds the gate (as ExecuTorch's):
+# only the convolutions and fully-connected layers int8, every element-wise op float.
+CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+CONVS_ONLY = "convolutions only (element-wise ops float)"
+ALL_INT8 = "every op but " + "/".join(FLOAT_OPS) + " and the normalisation statistics"  # the first recipe
 # Percentile activation ranges (as ONNX and Core ML use) were measured here and not kept. Trained fixture
 # (width 0.5 @ 128), cutting 0.0005% of each tensor's values per side: all-int8 agreement on the gate's
 # 500 held-out crops / 500 other / 1000 other 0.984 / 0.986 / 0.987 against min/max's 0.974 / 0.984 /
@@ -171,8 +176,9 @@ class StaticInt8:
             raise ExportError("ai-edge-quantizer produced no model")
         return repair_signature_outputs(bytes(out))
 
-    def quantizable_ops(self) -> list[str]:
-        """Output tensor names of the ops the all-int8 recipe quantizes, in execution order."""
+    def quantizable_ops(self, kinds: tuple[str, ...] | None = None) -> list[str]:
+        """Output tensor names of the ops the all-int8 recipe quantizes (of `kinds` only, if given), in
+        execution order."""
         from ai_edge_litert.tools import flatbuffer_utils
 
         model = flatbuffer_utils.read_model_from_bytearray(bytearray(self.flatbuffer))
@@ -182,7 +188,8 @@ class StaticInt8:
         skip = set(self.stats)
         out = []
         for op in graph.operators:
-            if codes[op.opcodeIndex] in FLOAT_OPS or len(op.outputs) != 1:
+            code = codes[op.opcodeIndex]
+            if code in FLOAT_OPS or len(op.outputs) != 1 or (kinds is not None and code not in kinds):
                 continue
             name = _name(graph.tensors[op.outputs[0]].name)
             if name not in skip:

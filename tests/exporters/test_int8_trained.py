@@ -132,6 +132,8 @@ def test_int8_holds_the_held_out_gate_and_generalises(
         assert embedded["recipe"] == entry["options"]["int8"]["recipe"]  # inspect shows the same
     if target == "tflite":
         assert entry["options"]["int8_recipe"] == (chosen.get("recipe") or TFLITE_ALL_INT8)
+    if target == "onnx":
+        assert entry["options"]["int8"]["recipe"] == (chosen.get("recipe") or "every op of int8_op_types")
     fresh, _ = band_crops(Recipe().image_size, 1000, HELDOUT_BAND, seed=777)
     model = load_model(trained_checkpoint)
     ref = reference_outputs(model, fresh)[0].argmax(-1)

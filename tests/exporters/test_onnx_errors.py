@@ -83,7 +83,7 @@ def test_failure_mid_export_leaves_nothing(model, tmp_path, monkeypatch):
 
     def failing_quantize(self, float_nodes):
         assert self.pre_path.exists()  # the fp32 and pre-processed models are written by now
-        (self.workdir / "int8-0f.onnx").write_bytes(b"half-written")
+        (self.workdir / "int8-0.onnx").write_bytes(b"half-written")
         raise ExportError("int8 quantization failed: simulated")
 
     monkeypatch.setattr(convert, "fp32_graph", lambda *a, **k: _tiny_graph())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import itertools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,10 @@ from ...model.preprocess import images_to_pixel_values
 # fixture is nearly tied; every option flips 2-10% of them. On this CPU int8 GEMM is at best ~1.8x fp32,
 # so the 2x target needs VNNI/AMX.
 INT8_OP_TYPES = ("Conv", "Gemm", "MatMul", "Mul", "Add", "Sigmoid")
+# The second recipe searched when no configuration of the first holds the gate (as TFLite's and
+# ExecuTorch's): only these int8, every element-wise op float.
+CONV_OP_TYPES = ("Conv", "Gemm", "MatMul")
+CONVS_ONLY = "convolutions only (element-wise ops float)"
 
 
 def to_fp16(proto: onnx.ModelProto, fp16_io: bool) -> onnx.ModelProto:
@@ -171,6 +176,7 @@ class OnnxInt8:
 
         self.workdir, self.input_name, self.images, self.embedded = workdir, input_name, images, embedded
         self.op_types, self.isa = op_types, isa
+        self._numbers = itertools.count()
         self.pre_path = workdir / "preprocessed.onnx"
         self.cache = workdir / "calibration.json"
         try:
@@ -204,7 +210,7 @@ class OnnxInt8:
     def quantize(self, float_nodes: list[str]) -> Path:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        out = self.workdir / f"int8-{len(float_nodes)}f.onnx"
+        out = self.workdir / f"int8-{next(self._numbers)}.onnx"  # a new file per configuration
         extra = {"CalibPercentile": PERCENTILE, "CalibStridedMinMax": calibration_stride(len(self.images))}
         try:
             # the histogram calibrator prints progress to stdout: the CLI's output is ours alone
@@ -229,9 +235,12 @@ class OnnxInt8:
             raise ExportError(f"int8 quantization failed: {first_line(exc)}") from exc
         return out
 
-    def quantizable_nodes(self) -> list[str]:
-        """The nodes the quantizer would quantize, in execution order (the search's layer groups)."""
+    def quantizable_nodes(self, only: tuple[str, ...] | None = None) -> list[str]:
+        """The nodes the quantizer would quantize (of the op types `only`, if given), in execution order
+        (the search's layer groups)."""
         kinds = set(self.op_types) if self.op_types is not None else None
+        if only is not None:
+            kinds = set(only) & kinds if kinds is not None else set(only)
         return [
             n.name
             for n in self.pre.graph.node

@@ -183,7 +183,8 @@ class OnnxExporter(Exporter):
         # crops): the first recipe topped out at 0.988 with 6 of 12 groups float.
         every, convs = q.quantizable_nodes(), q.quantizable_nodes(CONV_OP_TYPES)
         rest = [n for n in every if n not in set(convs)]
-        result = search_in_turn([recipe(every, [], ""), recipe(convs, rest, CONVS_ONLY)])
+        second = [recipe(convs, rest, CONVS_ONLY)] if convs and rest else []  # else nothing new to try
+        result = search_in_turn([recipe(every, [], ""), *second])
         kept = result.trials[result.chosen].recipe
         extra["int8_search"] = result.to_dict()
         q.settings["recipe"] = kept or "every op of int8_op_types"

@@ -209,7 +209,8 @@ class TFLiteExporter(Exporter):
         # of 12 groups float; convolutions-only met it at 0.998 with 6 of 12 convolution groups float.
         every, convs = q.quantizable_ops(), q.quantizable_ops(quantize.CONV_OPS)
         rest = [n for n in every if n not in set(convs)]
-        result = search_in_turn([recipe(every, [], ""), recipe(convs, rest, quantize.CONVS_ONLY)])
+        second = [recipe(convs, rest, quantize.CONVS_ONLY)] if convs and rest else []
+        result = search_in_turn([recipe(every, [], ""), *second])
         kept = result.trials[result.chosen].recipe
         extra["int8_search"] = result.to_dict()
         extra["int8_recipe"] = kept or quantize.ALL_INT8

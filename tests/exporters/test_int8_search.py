@@ -1,7 +1,7 @@
-"""The mixed-precision search's recipes in turn (exporters/int8_search.py: search_in_turn), on a stand-in
-backend whose agreement is a known function of the layers kept float: the second recipe runs only when
-the first misses in every configuration, the kept configuration carries its recipe, and a refusal names
-what both tried."""
+"""The mixed-precision search's recipes in turn (exporters/int8_search.py: search_in_turn and the
+search_recipes every exporter calls), on a stand-in backend whose agreement is a known function of the
+layers kept float: the second recipe runs only when the first misses in every configuration, the kept
+configuration carries its recipe and its own float nodes, and a refusal names what both tried."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from mvit2_export.errors import GateNotMetError
-from mvit2_export.exporters.int8_search import search, search_in_turn
+from mvit2_export.exporters import int8_search
+from mvit2_export.exporters.int8_search import search, search_in_turn, search_recipes
 
 NODES = ["conv_a", "mul_b", "conv_c", "add_d"]
 IMAGES = np.zeros((4, 8, 8, 3), np.uint8)
@@ -104,3 +105,63 @@ def test_a_refusal_names_what_every_recipe_tried():
     assert "int8 (convs only) misses" in message and message.endswith("no int8 artifact written")
     assert message.count("no int8 artifact written") == 1
     assert [t.recipe for t in caught.value.trials] == [""] * 5 + ["convs only"] * 3
+
+
+class CostGate(Gate):
+    """Agreement = 1 - 0.004 per int8 convolution - 0.01 per other int8 node: only a configuration
+    with every non-convolution float meets 0.99."""
+
+    def __init__(self) -> None:
+        pass
+
+    def __call__(self, runner: Runner, stop_early: bool = False) -> Verdict:
+        agreement = round(1 - sum(0.004 if n.startswith("conv") else 0.01 for n in runner.int8), 4)
+        return Verdict(agreement, agreement >= 0.99, agreement >= 0.99)
+
+
+def recipes(every: list[str], convs: list[str]) -> tuple[Any, list[str]]:
+    return search_recipes(
+        lambda float_nodes: frozenset(every) - set(float_nodes),
+        Runner,
+        every,
+        convs,
+        "convs only",
+        Runner(frozenset()),
+        IMAGES,
+        CostGate(),
+        "stand-in",
+    )
+
+
+def test_search_recipes_keeps_the_second_recipe_with_its_own_float_nodes(monkeypatch):
+    # at most one group float: the full recipe gets to 0.982 (all-int8 0.972, then the most sensitive
+    # non-convolution float); convolutions-only meets the gate at 0.992 with no group float
+    monkeypatch.setattr(int8_search, "MAX_FLOAT_GROUPS", 1)
+    result, recipe_floats = recipes(NODES, CONVS)
+    assert [(t.recipe, t.agreement) for t in result.trials] == [
+        ("", 0.972),
+        ("", 0.982),
+        ("convs only", 0.992),
+    ]
+    assert result.trials[result.chosen].recipe == "convs only" and result.float_nodes() == []
+    assert recipe_floats == OTHERS  # what the manifest must list as float beyond the search's groups
+
+    # with room for two groups the full recipe holds the gate, and nothing is float for the recipe
+    monkeypatch.setattr(int8_search, "MAX_FLOAT_GROUPS", 2)
+    result, recipe_floats = recipes(NODES, CONVS)
+    assert {t.recipe for t in result.trials} == {""} and recipe_floats == []
+    assert sorted(result.float_nodes()) == sorted(OTHERS)
+
+
+@pytest.mark.parametrize("every", [OTHERS, CONVS], ids=["no convolution", "only convolutions"])
+def test_search_recipes_searches_one_recipe_where_the_second_adds_nothing(monkeypatch, every):
+    monkeypatch.setattr(int8_search, "MAX_FLOAT_GROUPS", 0)  # all-int8 only: a miss is a refusal
+    convs = [n for n in every if n.startswith("conv")]
+    try:
+        result, _ = recipes(every, convs)
+    except GateNotMetError as exc:
+        trials = exc.trials
+        assert "; then " not in str(exc)
+    else:
+        trials = result.trials
+    assert [t.recipe for t in trials] == [""]

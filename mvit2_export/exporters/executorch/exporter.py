@@ -186,8 +186,8 @@ class ExecuTorchExporter(Exporter):
         Q/DQ node), the simulation ~8 s for 500 held-out crops. Measured on the trained 128 px fixture:
         all-int8 0.978 simulated, 0.976 in the runtime (the two agree on the top-1 of 98% of crops).
         When XNNPACK's recipe misses the gate in every configuration, the same search runs on the
-        CONVS_ONLY recipe (int8_search.search_in_turn); the manifest records the recipe kept."""
-        from ..int8_search import search, search_in_turn
+        CONVS_ONLY recipe (int8_search.search_recipes); the manifest records the recipe kept."""
+        from ..int8_search import search_recipes
         from . import lower
         from .quantize import SimulatedRunner
         from .runner import ExecuTorchRunner
@@ -214,23 +214,19 @@ class ExecuTorchExporter(Exporter):
         simulated = lambda module: SimulatedRunner(module, q.embedded)  # noqa: E731
         fp32 = simulated(q.captured)
 
-        def recipe(nodes: list[str], also_float: list[str], name: str) -> Callable[[], Any]:
-            return lambda: search(
-                lambda float_nodes: q.convert([*float_nodes, *also_float]),
-                simulated,
-                nodes,
-                fp32,
-                q.images,
-                options.gate,
-                label,
-                confirm=lambda float_nodes: confirm([*float_nodes, *also_float], name or XNNPACK_RECIPE),
-                judge=SimulatedRunner.runtime,
-                recipe=name,
-            )
-
-        every, convs = q.quantizable_nodes(), q.convolutions()  # both in execution order
-        rest = [n for n in every if n not in set(convs)]
-        result = search_in_turn([recipe(every, [], ""), recipe(convs, rest, CONVS_ONLY)])
+        result, _ = search_recipes(
+            q.convert,
+            simulated,
+            q.quantizable_nodes(),  # both in execution order
+            q.convolutions(),
+            CONVS_ONLY,
+            fp32,
+            q.images,
+            options.gate,
+            label,
+            confirm=lambda float_nodes, recipe: confirm(float_nodes, recipe or XNNPACK_RECIPE),
+            judge=SimulatedRunner.runtime,
+        )
         extra["int8_search"] = result.to_dict()
         return built[result.path]
 

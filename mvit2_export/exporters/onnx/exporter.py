@@ -157,38 +157,26 @@ class OnnxExporter(Exporter):
     @staticmethod
     def _int8(q: Any, options: ExportOptions, fp32_path: Path, label: str, extra: dict[str, Any]) -> Path:
         """All-int8, or with a gate the fastest mixed-precision configuration that holds it."""
-        from ..int8_search import search, search_in_turn
+        from ..int8_search import search_recipes
         from .quantize import CONV_OP_TYPES, CONVS_ONLY
         from .runner import OnnxRunner
 
         if options.gate is None:
             return q.quantize([])
-        fp32 = OnnxRunner(fp32_path, None, True)
-
-        def recipe(nodes: list[str], also_float: list[str], name: str) -> Callable[[], Any]:
-            return lambda: search(
-                lambda float_nodes: q.quantize([*float_nodes, *also_float]),
-                lambda p: OnnxRunner(p, None, True),
-                nodes,
-                fp32,
-                q.images,
-                options.gate,
-                label,
-                recipe=name,
-            )
-
-        # When no configuration of the first recipe holds the gate, the same search runs with only the
-        # convolutions and matrix products int8, as TFLite's and ExecuTorch's do. Measured on a
-        # classifier fixture trained on an AVX2 host (width 0.5 @ 128, gate on each half of 1000
-        # crops): the first recipe topped out at 0.988 with 6 of 12 groups float.
-        every, convs = q.quantizable_nodes(), q.quantizable_nodes(CONV_OP_TYPES)
-        rest = [n for n in every if n not in set(convs)]
-        second = [recipe(convs, rest, CONVS_ONLY)] if convs and rest else []  # else nothing new to try
-        result = search_in_turn([recipe(every, [], ""), *second])
-        kept = result.trials[result.chosen].recipe
+        result, recipe_floats = search_recipes(
+            q.quantize,
+            lambda p: OnnxRunner(p, None, True),
+            q.quantizable_nodes(),
+            q.quantizable_nodes(CONV_OP_TYPES),
+            CONVS_ONLY,
+            OnnxRunner(fp32_path, None, True),
+            q.images,
+            options.gate,
+            label,
+        )
         extra["int8_search"] = result.to_dict()
-        q.settings["recipe"] = kept or "every op of int8_op_types"
-        q.settings["float_nodes"] = q.outputs_float + result.float_nodes() + (rest if kept else [])
+        q.settings["recipe"] = result.trials[result.chosen].recipe or "every op of int8_op_types"
+        q.settings["float_nodes"] = q.outputs_float + result.float_nodes() + recipe_floats
         return result.path
 
     def load_runner(

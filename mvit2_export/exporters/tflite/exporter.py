@@ -168,7 +168,7 @@ class TFLiteExporter(Exporter):
         label: str,
     ) -> bytes:
         """The fastest static int8 that holds the held-out gate (exporters/int8_search.py)."""
-        from ..int8_search import search, search_in_turn
+        from ..int8_search import search_recipes
 
         meta = self._metadata(model, options, lowered, extra)  # the runner reads signature and layouts
         # The search keeps the configuration it quantized last: hold only that one's bytes (without
@@ -191,30 +191,20 @@ class TFLiteExporter(Exporter):
         runner = lambda p: LiteRTRunner(p)  # noqa: E731
         fp32 = runner(write(q.flatbuffer, "fp32.tflite"))
 
-        def recipe(nodes: list[str], also_float: list[str], name: str) -> Callable[[], Any]:
-            return lambda: search(
-                lambda float_ops: quantize_to([*float_ops, *also_float]),
-                runner,
-                nodes,
-                fp32,
-                q.images,
-                options.gate,
-                label,
-                recipe=name,
-            )
-
-        # When no configuration of the all-int8 recipe holds the gate, the same search runs with only the
-        # convolutions int8, as ExecuTorch's does. Measured on a classifier fixture trained on an AVX2
-        # host (width 0.5 @ 128, gate on each half of 1000 crops): all-int8 topped out at 0.985 with 6
-        # of 12 groups float; convolutions-only met it at 0.998 with 6 of 12 convolution groups float.
-        every, convs = q.quantizable_ops(), q.quantizable_ops(quantize.CONV_OPS)
-        rest = [n for n in every if n not in set(convs)]
-        second = [recipe(convs, rest, quantize.CONVS_ONLY)] if convs and rest else []
-        result = search_in_turn([recipe(every, [], ""), *second])
-        kept = result.trials[result.chosen].recipe
+        result, recipe_floats = search_recipes(
+            quantize_to,
+            runner,
+            q.quantizable_ops(),
+            q.quantizable_ops(quantize.CONV_OPS),
+            quantize.CONVS_ONLY,
+            fp32,
+            q.images,
+            options.gate,
+            label,
+        )
         extra["int8_search"] = result.to_dict()
-        extra["int8_recipe"] = kept or quantize.ALL_INT8
-        extra["float_search_ops"] = [*result.float_nodes(), *(rest if kept else [])]
+        extra["int8_recipe"] = result.trials[result.chosen].recipe or quantize.ALL_INT8
+        extra["float_search_ops"] = [*result.float_nodes(), *recipe_floats]
         return latest[result.path]
 
     @staticmethod

@@ -134,7 +134,8 @@ def int8_lines(manifest: Manifest) -> list[str]:
         "## int8 accuracy gate",
         "",
         f"Held-out images: {gate.get('source') or 'not run (--no-check)'}. Gate: agreement with the "
-        f"fp32 reference >= {gate['min_agreement']:g} on each half of them (alternate images)"
+        f"fp32 reference >= {gate['min_agreement']:g} on each half of them (alternate images) and, for "
+        "a classifier on enough images, with 95% confidence (its lower bound)"
         + (f", accuracy drop <= {gate['max_accuracy_drop']:g}" if gate.get("validation_images") else "")
         + ("" if gate.get("enforced") else " (reported, not enforced: untrained weights)")
         + f"; int8 ISA {gate.get('int8_isa')}.",
@@ -156,9 +157,9 @@ def int8_lines(manifest: Manifest) -> list[str]:
             "",
             f"### `{a.path}`: {search['why']}",
             "",
-            "| configuration | held-out agreement | lowest half | meets gate (each half) | judged by "
+            "| configuration | held-out agreement | lowest half | 95% lower bound | meets gate | judged by "
             "| latency (ms, this host, batch 1) |",
-            "|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|",
         ]
         for i, t in enumerate(search["trials"]):
             name = "all int8" if not t["float_groups"] else f"{t['float_groups']} group(s) float"
@@ -167,9 +168,10 @@ def int8_lines(manifest: Manifest) -> list[str]:
             ms = "–" if t.get("latency_ms") is None else f"{t['latency_ms']:.2f}"
             # a trial the gate stopped once a half could no longer meet it: numbers of the images run
             part = f" (first {t['n_images']} of {t['stopped_early_of']})" if t.get("stopped_early_of") else ""
+            bound = "–" if t.get("lower_bound") is None else f"{t['lower_bound']:.4f}"
             lines.append(
                 f"| {name}{mark} | {t['agreement']:.4f}{part} | {t.get('lowest_half', t['agreement']):.4f} "
-                f"| {'yes' if t['met'] else 'no'} "
+                f"| {bound} | {'yes' if t['met'] else 'no'} "
                 f"| {t.get('judge', 'artifact')} | {ms} |"
             )
         if search.get("sensitivity"):

@@ -1,6 +1,7 @@
 """The int8 gate judges each half of the held-out set on its own (parity/gate.py): a configuration whose
 pooled number passes only because one half carries the other is refused, since the search keeps the
-first configuration that passes and a pooled number is then optimistic."""
+first configuration that passes and a pooled number is then optimistic. On enough images a classifier's
+gate also needs the 95% lower confidence bound of its agreement to reach the level."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import numpy as np
 import pytest
 
 from mvit2_export.data.validation import HeldoutSet
-from mvit2_export.parity.gate import AccuracyGate, GateSpec, halves
+from mvit2_export.parity.gate import (
+    AccuracyGate,
+    GateSpec,
+    allowed_disagreements,
+    halves,
+    min_images,
+    wilson_lower,
+)
 
 
 def gate(n: int, task: str = "classification", labels: np.ndarray | None = None, **spec) -> AccuracyGate:
@@ -27,20 +35,38 @@ def flipped(g: AccuracyGate, rows: list[int]) -> list[np.ndarray]:
 
 
 def test_flips_crowded_into_one_half_miss_the_gate_that_the_pooled_number_meets():
-    g = gate(1000)
-    crowded = g.evaluate(flipped(g, [0, 2, 4, 6, 8, 10, 12, 14]))  # 8 of 1000, all in the even half
-    assert crowded.agreement == pytest.approx(0.992)
-    assert [h.agreement for h in crowded.halves] == pytest.approx([0.984, 1.0])
+    g = gate(200)  # a small folder: too few images for the lower bound, so the halves alone decide
+    crowded = g.evaluate(flipped(g, [0, 2]))  # 2 of 200, both in the even half
+    assert crowded.agreement == pytest.approx(0.99) and not crowded.bound_applies
+    assert [h.agreement for h in crowded.halves] == pytest.approx([0.98, 1.0])
     assert not crowded.met and not crowded.passed
     (why,) = crowded.failures()
-    assert "halves 0.9840 / 1.0000" in why and "each half" in why
-    spread = g.evaluate(flipped(g, [0, 1, 2, 3, 4, 5, 6, 7]))  # the same 8, four in each half
-    assert spread.met and spread.lowest == pytest.approx(0.992)
+    assert "halves 0.9800 / 1.0000" in why and "each half" in why
+    spread = g.evaluate(flipped(g, [0, 1]))  # the same 2, one in each half
+    assert spread.met and spread.lowest == pytest.approx(0.99)
     record = spread.to_dict()
-    assert record["lowest_half"] == pytest.approx(0.992) and [h["n_images"] for h in record["halves"]] == [
-        500,
-        500,
+    assert record["lowest_half"] == pytest.approx(0.99) and [h["n_images"] for h in record["halves"]] == [
+        100,
+        100,
     ]
+    assert record["bound_applies"] is False and "not gated: fewer than 268 images" in spread.summary()
+
+
+def test_on_enough_images_the_gate_needs_the_95_percent_lower_bound():
+    """1000 images: at most 4 may disagree (Wilson's bound at 996/1000 is 0.9911, at 995/1000 0.9898),
+    however they fall between the halves; the bound is what the report and the refusal show."""
+    assert min_images(0.99) == 268 and allowed_disagreements(1000, 0.99) == 4
+    assert wilson_lower(268, 268) >= 0.99 > wilson_lower(267, 267)  # n / (n + z^2) with none disagreeing
+    g = gate(1000)
+    four = g.evaluate(flipped(g, [0, 1, 2, 3]))
+    assert four.bound_applies and four.met and four.lower_bound == pytest.approx(0.9911, abs=1e-4)
+    five = g.evaluate(flipped(g, [0, 1, 2, 3, 4]))  # halves 0.994 / 0.996: they alone would pass
+    assert five.lowest >= 0.99 and not five.met
+    (why,) = five.failures()
+    assert "95% lower confidence bound 0.9898 is under 0.99" in why and "at most 4 of 1000" in why
+    assert five.to_dict()["lower_bound"] == pytest.approx(0.9898, abs=1e-4)
+    # a looser level needs fewer images and allows more disagreements
+    assert min_images(0.95) == 52 and allowed_disagreements(1000, 0.95) > 30
 
 
 def test_the_accuracy_drop_is_judged_per_half_too():

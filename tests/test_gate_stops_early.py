@@ -58,11 +58,14 @@ def test_a_half_with_more_misses_than_allowed_stops_the_run_and_is_refused_on_wh
 
 def test_a_configuration_exactly_at_the_gate_is_judged_on_every_image_and_meets_it():
     ref = logits(1000)
-    at_gate = flip(ref, [0, 2, 4, 6, 8])  # 5 misses in one half: 495 / 500 = 0.99
+    at_gate = flip(ref, [0, 2, 4, 6])  # the 4 misses the 95% lower bound allows in 1000, all in one half
     runner = Replay(at_gate)
     result = gate(ref)(runner, stop_early=True)
     assert runner.seen == 1000 and result.n_images == 1000 and not result.planned
-    assert result.lowest == 0.99 and result.met
+    assert result.lowest == 0.992 and result.lower_bound >= 0.99 and result.met
+    runner = Replay(flip(ref, [0, 1, 2, 3, 5]))  # a fifth: the bound is under 0.99 for good
+    result = gate(ref)(runner, stop_early=True)
+    assert runner.seen == 16 and not result.met and "at most 4 of 1000" in result.failures()[-1]
 
 
 def test_segmentation_counts_pixels():

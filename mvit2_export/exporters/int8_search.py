@@ -92,6 +92,7 @@ class Trial:
             "names": self.float_layers,
             "agreement": self.agreement,
             "lowest_half": self.gate.get("lowest_half", self.agreement),
+            **({"lower_bound": self.gate["lower_bound"]} if self.gate.get("lower_bound") is not None else {}),
             "met": self.met,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
             "min_agreement": self.gate.get("min_agreement"),
@@ -266,6 +267,7 @@ def search(
         discard(path)
     tried = " | ".join(
         f"{len(t.float_layers)} float: {t.agreement:.4f} (lowest half {t.gate.get('lowest_half', t.agreement):.4f}"
+        + (f", 95% lower bound {t.gate['lower_bound']:.4f}" if t.gate.get("bound_applies") else "")
         + (
             f", first {t.gate['n_images']} of {t.gate['stopped_early_of']} images"
             if "stopped_early_of" in t.gate
@@ -276,9 +278,10 @@ def search(
         for t in trials
     )
     needs = trials[0].gate.get("min_agreement")
+    bound = " and as its 95% lower bound" if trials[0].gate.get("bound_applies") else ""
     error = GateNotMetError(
         f"{label}: int8{f' ({recipe})' if recipe else ''} misses the held-out gate (agreement >= {needs} "
-        f"on each half) even with the {len(trials[-1].float_layers)} most sensitive of {len(ranked)} layer "
+        f"on each half{bound}) even with the {len(trials[-1].float_layers)} most sensitive of {len(ranked)} layer "
         f"groups in float; tried {tried} (groups float: agreement); no int8 artifact written"
     )
     error.trials = trials

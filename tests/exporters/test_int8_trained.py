@@ -78,10 +78,11 @@ def int8_export(trained_checkpoint, tmp_path_factory):
 def exported(int8_export, target: str) -> tuple[int, Path, dict[str, Any]]:
     """The int8 export of `target`. When the gate refused it, the refusal must be the documented one (exit
     5, no int8 file, every configuration tried named, the best within 1 point of the gate), and the test
-    is an expected failure. Measured 2026-12-07 on a fixture trained on an AVX2-only host: ExecuTorch's
-    XNNPACK recipe reached 0.985 at best (PT2E's stand-in, 6 of 12 groups float), its convolutions-only
-    recipe met the gate with 3 groups float (0.994 in the runtime). Training is not bit-reproducible
-    across hosts, and the fixture's low-margin decisions flip under int8 noise (issue 14)."""
+    is an expected failure. Measured 2026-12-07 on a fixture trained on an AVX2-only host, under the
+    95% lower bound (parity/gate.py): Core ML W8A8 reached 0.994 on the first 880 crops at best (bound
+    0.988), ExecuTorch's convolutions-only recipe 0.990 on the first 512 in the runtime, both refused;
+    ONNX and TFLite met it with 6 of 12 groups float. Training is not bit-reproducible across hosts,
+    and the fixture's low-margin decisions flip under int8 noise (issue 14)."""
     code, out, entry = int8_export(target)
     if "parity" in entry:
         return code, out, entry
@@ -99,7 +100,8 @@ def exported(int8_export, target: str) -> tuple[int, Path, dict[str, Any]]:
 def test_int8_holds_the_held_out_gate_and_generalises(
     int8_export, trained_checkpoint, target, record_property
 ):
-    """Default gate: top-1 agreement >= 0.99 with the reference on each half of 1000 held-out crops; when all-int8
+    """Default gate: top-1 agreement >= 0.99 with the reference on each half of 1000 held-out crops and as
+    its 95% lower confidence bound (at most 4 of the 1000 disagree); when all-int8
     misses it the exporter keeps the most sensitive layer groups float. The artifact written then agrees on
     1000 further crops it was never gated on (>= 0.98, else an expected failure down to 0.96: see below).
     A target the gate refuses on this host's fixture is an expected failure too (`exported`)."""
@@ -110,6 +112,7 @@ def test_int8_holds_the_held_out_gate_and_generalises(
     held = entry["parity"]["heldout"]
     record_property("heldout", held["agreement"])
     assert held["gated"] and held["n_images"] >= 1000 and held["lowest_half"] >= 0.99, held
+    assert held["bound_applies"] and held["lower_bound"] >= 0.99, held  # at most 4 of 1000 disagree
     assert [h["n_images"] for h in held["halves"]] == [500, 500]
     assert "right 30%" in held["source"]
     search = entry["options"]["int8_search"]

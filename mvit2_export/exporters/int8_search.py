@@ -50,6 +50,7 @@ from .base import Gate, GateVerdict, Runner
 GROUPS = 12  # layer groups the search ranks and keeps float (a group of ~5-25 ops at these widths)
 MAX_FLOAT_GROUPS = 6  # beyond half the layers in float, int8 has lost what it is for
 RANK_IMAGES = 16  # calibration-band images the ranking runs per group
+CONVS_ONLY = "convolutions only (element-wise ops float)"  # every target's second recipe (search_recipes)
 
 
 @dataclass
@@ -319,16 +320,16 @@ def search_recipes(
     runner_for: Callable[[Any], Runner],
     every: list[str],
     convs: list[str],
-    second: str,
     fp32: Runner,
     rank_images: np.ndarray,
     gate: Gate,
     label: str,
     confirm: Recipe | None = None,
     judge: str = "artifact",
+    timed: bool = True,
 ) -> tuple[SearchResult, list[str]]:
     """`search` on the backend's full recipe (every quantizable node in `every` int8); only when every
-    configuration of it misses, on the convolutions-only recipe named `second` (only `convs` int8, the
+    configuration of it misses, on the CONVS_ONLY recipe (only `convs` int8, the
     other nodes of `every` float). Returns the result and the nodes the kept recipe itself keeps float,
     beyond the search's float groups (none for the full recipe).
 
@@ -353,11 +354,12 @@ def search_recipes(
             label,
             confirm=confirmed,
             judge=judge,
+            timed=timed,
             recipe=name,
         )
 
     searches = [recipe(every, [], "")]
     if convs and rest:
-        searches.append(recipe(convs, rest, second))
+        searches.append(recipe(convs, rest, CONVS_ONLY))
     result = search_in_turn(searches)
     return result, (rest if result.trials[result.chosen].recipe else [])

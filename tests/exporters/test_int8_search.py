@@ -13,7 +13,7 @@ import pytest
 
 from mvit2_export.errors import GateNotMetError
 from mvit2_export.exporters import int8_search
-from mvit2_export.exporters.int8_search import search, search_in_turn, search_recipes
+from mvit2_export.exporters.int8_search import CONVS_ONLY, search, search_in_turn, search_recipes
 
 NODES = ["conv_a", "mul_b", "conv_c", "add_d"]
 IMAGES = np.zeros((4, 8, 8, 3), np.uint8)
@@ -125,7 +125,6 @@ def recipes(every: list[str], convs: list[str]) -> tuple[Any, list[str]]:
         Runner,
         every,
         convs,
-        "convs only",
         Runner(frozenset()),
         IMAGES,
         CostGate(),
@@ -141,9 +140,9 @@ def test_search_recipes_keeps_the_second_recipe_with_its_own_float_nodes(monkeyp
     assert [(t.recipe, t.agreement) for t in result.trials] == [
         ("", 0.972),
         ("", 0.982),
-        ("convs only", 0.992),
+        (CONVS_ONLY, 0.992),
     ]
-    assert result.trials[result.chosen].recipe == "convs only" and result.float_nodes() == []
+    assert result.trials[result.chosen].recipe == CONVS_ONLY and result.float_nodes() == []
     assert recipe_floats == OTHERS  # what the manifest must list as float beyond the search's groups
 
     # with room for two groups the full recipe holds the gate, and nothing is float for the recipe

@@ -30,6 +30,9 @@ from .tail_ranges import TailRanges
 # The op types whose activations coremltools' W8A8 quantizes (its insert_prefix_quantize_dequantize_pair
 # pass: SUPPORTED_OP_TYPES in coremltools 9); the mixed-precision search keeps some of them float.
 ACTIVATION_OP_TYPES = ("conv", "avg_pool", "max_pool", "linear", "add")
+CONV_OP_TYPES = ("conv", "linear")  # what the convolutions-only recipe keeps int8 (int8_search.CONVS_ONLY)
+# The first recipe's name in the manifest: every op coremltools' W8A8 quantizes.
+ALL_W8A8 = "every op of " + "/".join(ACTIVATION_OP_TYPES)
 
 
 def _weight_config(settings: CoreMLSettings, float_ops: Sequence[str] = ()) -> Any:
@@ -42,11 +45,12 @@ def _weight_config(settings: CoreMLSettings, float_ops: Sequence[str] = ()) -> A
     return cto.coreml.OptimizationConfig(global_config=op, op_name_configs=dict.fromkeys(float_ops))
 
 
-def quantizable_ops(mlmodel: Any) -> list[str]:
-    """The ops W8A8 quantizes the inputs of, in program order (outputs' producers stay float anyway)."""
+def quantizable_ops(mlmodel: Any, kinds: Sequence[str] = ACTIVATION_OP_TYPES) -> list[str]:
+    """The ops of `kinds` W8A8 quantizes the inputs of, in program order (outputs' producers stay float
+    anyway)."""
     func = mlmodel._mil_program.functions["main"]
     outputs = set(_output_producers(mlmodel))
-    return [op.name for op in func.operations if op.op_type in ACTIVATION_OP_TYPES and op.name not in outputs]
+    return [op.name for op in func.operations if op.op_type in kinds and op.name not in outputs]
 
 
 def _with_weights(mlmodel: Any, ops: Sequence[str]) -> list[str]:

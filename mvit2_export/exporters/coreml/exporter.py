@@ -161,8 +161,8 @@ class CoreMLExporter(Exporter):
         else the MIL interpreter, whose speed is not Core ML's: its latencies are not recorded)."""
         import functools
 
-        from ..int8_search import search
-        from .compress import quantizable_ops
+        from ..int8_search import search_recipes
+        from .compress import ALL_W8A8, CONV_OP_TYPES, quantizable_ops
 
         calibration = functools.cache(_calibration(options))
         stats: dict[str, Any] = {}  # the float program's activation ranges, computed once
@@ -186,10 +186,13 @@ class CoreMLExporter(Exporter):
             return _runner(path, names, settings.compute_units)
 
         fp = runner(save(mlmodel, "float.mlpackage"))
-        result = search(
+        # When no configuration of coremltools' recipe (conv, pools, linear and add inputs int8) holds
+        # the gate, the convolutions-only recipe the other targets search second (int8_search.py).
+        result, recipe_floats = search_recipes(
             quantize,
             runner,
             quantizable_ops(mlmodel),
+            quantizable_ops(mlmodel, CONV_OP_TYPES),
             fp,
             calibration(),
             options.gate,
@@ -199,7 +202,8 @@ class CoreMLExporter(Exporter):
         )
         chosen, facts = built[result.path]
         facts["int8_search"] = result.to_dict()
-        facts["float_ops"] = result.float_nodes()
+        facts["int8_recipe"] = result.trials[result.chosen].recipe or ALL_W8A8
+        facts["float_ops"] = result.float_nodes() + recipe_floats
         # the saved candidate is the artifact's program (metadata aside), judged by the runner parity
         # loads (Core ML on macOS, else the MIL interpreter): its verdict is the artifact's
         verdict = result.trials[result.chosen].verdict

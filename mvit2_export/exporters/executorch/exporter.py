@@ -36,7 +36,6 @@ BACKENDS = ("xnnpack", "coreml")  # the delegates `lower.partitioner` builds
 # simulated and 0.994 in the ExecuTorch runtime. It is the slower recipe (a quantize/dequantize pair
 # around every convolution): width 1.0 @ 256 on that host, all-int8 32.6 ms against XNNPACK's 27.3 ms
 # (fp32 27.4 ms; AVX2 has no int8 dot product), hence second.
-CONVS_ONLY = "convolutions only (element-wise ops float)"
 XNNPACK_RECIPE = "XNNPACKQuantizer's (every op it quantizes)"  # the first recipe searched
 BACKEND_PRECISIONS = {"xnnpack": ("fp32", "fp16", "int8"), "coreml": ("fp32", "fp16")}
 WHY_NOT = {
@@ -219,7 +218,6 @@ class ExecuTorchExporter(Exporter):
             simulated,
             q.quantizable_nodes(),  # both in execution order
             q.convolutions(),
-            CONVS_ONLY,
             fp32,
             q.images,
             options.gate,

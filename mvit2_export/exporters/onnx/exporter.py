@@ -158,7 +158,7 @@ class OnnxExporter(Exporter):
     def _int8(q: Any, options: ExportOptions, fp32_path: Path, label: str, extra: dict[str, Any]) -> Path:
         """All-int8, or with a gate the fastest mixed-precision configuration that holds it."""
         from ..int8_search import search_recipes
-        from .quantize import CONV_OP_TYPES, CONVS_ONLY
+        from .quantize import CONV_OP_TYPES
         from .runner import OnnxRunner
 
         if options.gate is None:
@@ -168,7 +168,6 @@ class OnnxExporter(Exporter):
             lambda p: OnnxRunner(p, None, True),
             q.quantizable_nodes(),
             q.quantizable_nodes(CONV_OP_TYPES),
-            CONVS_ONLY,
             OnnxRunner(fp32_path, None, True),
             q.images,
             options.gate,

@@ -49,7 +49,6 @@ INT8_OP_TYPES = ("Conv", "Gemm", "MatMul", "Mul", "Add", "Sigmoid")
 # The second recipe searched when no configuration of the first holds the gate (as TFLite's and
 # ExecuTorch's): only these int8, every element-wise op float.
 CONV_OP_TYPES = ("Conv", "Gemm", "MatMul")
-CONVS_ONLY = "convolutions only (element-wise ops float)"
 
 
 def to_fp16(proto: onnx.ModelProto, fp16_io: bool) -> onnx.ModelProto:

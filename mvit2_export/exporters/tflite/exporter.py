@@ -196,7 +196,6 @@ class TFLiteExporter(Exporter):
             runner,
             q.quantizable_ops(),
             q.quantizable_ops(quantize.CONV_OPS),
-            quantize.CONVS_ONLY,
             fp32,
             q.images,
             options.gate,

@@ -54,7 +54,6 @@ FLOAT_OPS = ("MEAN", "SUM", "DIV")
 # The second recipe searched when no configuration of the all-int8 one holds the gate (as ExecuTorch's):
 # only the convolutions and fully-connected layers int8, every element-wise op float.
 CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-CONVS_ONLY = "convolutions only (element-wise ops float)"
 ALL_INT8 = "every op but " + "/".join(FLOAT_OPS) + " and the normalisation statistics"  # the first recipe
 # Percentile activation ranges (as ONNX and Core ML use) were measured here and not kept. Trained fixture
 # (width 0.5 @ 128), cutting 0.0005% of each tensor's values per side: all-int8 agreement on the gate's

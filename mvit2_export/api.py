@@ -186,9 +186,9 @@ def export(
 
     int8 (and every precision an exporter holds to the int8 rules) is gated on held-out images, never the
     calibration images (parity/gate.py), on each half of them: agreement with the reference >=
-    `min_agreement` (for a classifier on enough images, as its 95% lower confidence bound too), and with a labelled `validation_images` folder an accuracy drop <=
-    `max_accuracy_drop`; without a folder, on
-    `heldout_count` built-in crops. When all-int8 misses, the exporter keeps its most sensitive layers in
+    `min_agreement` (for a classifier on enough images, as its 95% lower confidence bound too), and
+    with a labelled `validation_images` folder an accuracy drop <= `max_accuracy_drop`; without a
+    folder, on `heldout_count` built-in crops. When all-int8 misses, the exporter keeps its most sensitive layers in
     float until the gate holds (exporters/int8_search.py). `int8_isa` is where the int8 model will run
     (cpu.py; "auto": this host).
     """

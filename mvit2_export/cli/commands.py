@@ -73,7 +73,7 @@ def add_gate_args(p: argparse.ArgumentParser, export: bool) -> None:
         type=float,
         default=DEFAULT_MIN_AGREEMENT if export else None,
         help=f"int8 agreement with the fp32 reference on each half of the held-out images: top-1 "
-        f"(classifier; on enough images also its 95% lower confidence bound), pixel (segmenter), cosine "
+        f"(classifier; on enough images also its 95%% lower confidence bound), pixel (segmenter), cosine "
         f"(backbone); default {DEFAULT_MIN_AGREEMENT:g}{recorded}",
     )
     g.add_argument(

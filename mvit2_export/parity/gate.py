@@ -26,8 +26,8 @@ keeps that luck from deciding. A set too small for the bound (a user's folder of
 its halves alone, and the result says the bound could not apply. Segmentation is judged on the halves
 (its pixels are far from independent within a mosaic; a per-mosaic bound is left for later).
 
-The int8 search's trials stop early (`stop_early`): once a half has more disagreements than the gate
-allows it over its full size, no later image can bring it back, and the configuration is refused on the
+The int8 search's trials stop early (`stop_early`): once a half (or, where the bound applies, the whole
+set) has more disagreements than the gate allows it over its full size, no later image can bring it back, and the configuration is refused on the
 images that prove it (its numbers are then those of the images run, and say so). A configuration that
 meets the gate is always judged on every image. Measured on the trained fixture (Core ML W8A8 through
 the MIL interpreter, 2026-12-07): four refused configurations at 0.927-0.991 cost 32-46 s each in full.
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,7 @@ from .metrics import cosine, degenerate_reason
 
 DEFAULT_MIN_AGREEMENT = 0.99
 CONFIDENCE = 0.95  # of the classifier's lower bound (one-sided)
-Z = 1.6448536269514722  # the standard normal's 95th percentile
+Z = NormalDist().inv_cdf(CONFIDENCE)  # 1.645
 DEFAULT_MAX_ACCURACY_DROP = 0.01
 METRIC = {"classification": "top1_agreement", "segmentation": "pixel_agreement", "backbone": "cosine"}
 
@@ -289,7 +290,7 @@ class AccuracyGate:
         return self.task == "classification" and len(self.heldout) >= min_images(self.spec.min_agreement)
 
     def __call__(self, runner: Any, stop_early: bool = False) -> GateResult:
-        """`stop_early`: stop once a half can no longer meet the gate (the search's trials; see above)."""
+        """`stop_early`: stop once the gate can no longer be met (the search's trials; see above)."""
         got: list[list[np.ndarray]] = []
         wrong: list[np.ndarray] = []  # disagreements per image so far (top-1: 0/1; pixels)
         images = self.heldout.images
@@ -319,7 +320,8 @@ class AccuracyGate:
     def _cannot_meet(self, wrong: np.ndarray) -> bool:
         """Whether a half, counting the disagreements of the images run so far (`wrong`, per image), is
         below the gate even if every later image agrees: its best agreement, computed as `_numbers`
-        computes a mean of matches, is then under `min_agreement`."""
+        computes a mean of matches, is then under `min_agreement`; or, where the lower bound applies,
+        the whole set already has more disagreements than the bound allows."""
         units = 1 if self.task == "classification" else int(np.prod(self.reference[0].shape[2:]))
         n = len(self.heldout)
         if self.bound_applies and int(wrong.sum()) > allowed_disagreements(n, self.spec.min_agreement):
@@ -349,13 +351,10 @@ class AccuracyGate:
             )
             parts.append(Half(len(index), *numbers))
         extra: dict[str, float] = {}
-        finite = all(np.isfinite(o).all() for o in outs)
-        if not finite:
+        if not all(np.isfinite(o).all() for o in outs):
             extra["nonfinite"] = 1.0
-        bound = None
-        if self.task == "classification":
-            agree = int(self._matches(outs[0], reference[0]).sum()) if finite else 0
-            bound = wilson_lower(agree, n)
+        # top-1 agreement is a mean of matches over the n images (0 when any output is non-finite)
+        bound = wilson_lower(round(agreement * n), n) if self.task == "classification" else None
         note = "" if self.trained else "untrained weights: held-out agreement is reported, not gated"
         return GateResult(
             METRIC[self.task],

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import functools
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -23,7 +22,8 @@ import numpy as np
 
 from ...errors import ExportError
 from ...model.preprocess import images_to_pixel_values
-from .convert import INPUT_NAME, pass_pipeline, quiet_coremltools
+from .convert import INPUT_NAME, quiet_coremltools
+from .recompile import fast_recompile
 from .settings import CoreMLSettings
 from .tail_ranges import TailRanges
 
@@ -175,17 +175,6 @@ def _calibration_patch(use_interpreter: bool, cache: dict[str, Any] | None) -> A
     return mock.patch(STATS, cached)
 
 
-def _recompile_pipeline_patch() -> AbstractContextManager[Any]:
-    """Compression re-compiles the program with the DEFAULT pass pipeline, whose
-    fuse_elementwise_to_batchnorm builds an fp32-mean batch_norm in an fp16 program (invalid: "mean has
-    dtype fp32 whereas x has dtype fp16"). Re-compile with our conversion pipeline instead."""
-    import coremltools.models.utils as ct_utils
-
-    return mock.patch.object(
-        ct_utils, "_mil_convert", functools.partial(ct_utils._mil_convert, pass_pipeline=pass_pipeline())
-    )
-
-
 def _weights_in_same_pass(config: Any) -> AbstractContextManager[Any]:
     """W8A8 = linear_quantize_activations then linear_quantize_weights; each re-compiles the whole program
     (~3 s at width 0.5, and the search compresses ~17 times). Run coremltools' own weight pass inside the
@@ -226,7 +215,7 @@ def compress(
         "compute_precision": settings.compute_precision,
     }
     try:
-        with quiet_coremltools(), _recompile_pipeline_patch():
+        with quiet_coremltools(), fast_recompile():
             # the weight compression, with the consts of the search's float ops left out
             weights = _weight_config(settings, _with_weights(mlmodel, float_ops))
             if settings.precision == "w8a8":

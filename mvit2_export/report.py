@@ -135,7 +135,8 @@ def int8_lines(manifest: Manifest) -> list[str]:
         "",
         f"Held-out images: {gate.get('source') or 'not run (--no-check)'}. Gate: agreement with the "
         f"fp32 reference >= {gate['min_agreement']:g} on each half of them (alternate images) and, for "
-        "a classifier on enough images, with 95% confidence (its lower bound)"
+        "a classifier or segmenter on enough images (a segmenter's counted in mosaics), with 95% "
+        "confidence (its lower bound)"
         + (f", accuracy drop <= {gate['max_accuracy_drop']:g}" if gate.get("validation_images") else "")
         + ("" if gate.get("enforced") else " (reported, not enforced: untrained weights)")
         + f"; int8 ISA {gate.get('int8_isa')}.",

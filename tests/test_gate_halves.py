@@ -1,7 +1,8 @@
 """The int8 gate judges each half of the held-out set on its own (parity/gate.py): a configuration whose
 pooled number passes only because one half carries the other is refused, since the search keeps the
-first configuration that passes and a pooled number is then optimistic. On enough images a classifier's
-gate also needs the 95% lower confidence bound of its agreement to reach the level."""
+first configuration that passes and a pooled number is then optimistic. On enough images the gate also
+needs the 95% lower confidence bound of its agreement to reach the level: a classifier's over images, a
+segmenter's over mosaics (its pixels are not independent)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import pytest
 
 from mvit2_export.data.validation import HeldoutSet
 from mvit2_export.parity.gate import (
+    MIN_MOSAICS,
     AccuracyGate,
     GateSpec,
     allowed_disagreements,
     halves,
     min_images,
+    mosaic_lower,
     wilson_lower,
 )
 
@@ -67,6 +70,43 @@ def test_on_enough_images_the_gate_needs_the_95_percent_lower_bound():
     assert five.to_dict()["lower_bound"] == pytest.approx(0.9898, abs=1e-4)
     # a looser level needs fewer images and allows more disagreements
     assert min_images(0.95) == 52 and allowed_disagreements(1000, 0.95) > 30
+
+
+def segmenter(n: int) -> AccuracyGate:
+    """A segmentation gate on n mosaics of 8x8 output pixels."""
+    logits = np.random.default_rng(1).normal(size=(n, 5, 8, 8)).astype(np.float32)
+    heldout = HeldoutSet(np.zeros((n, 2, 2, 3), np.uint8), None, "mosaics")
+    return AccuracyGate("segmentation", heldout, [logits], GateSpec(), trained=True)
+
+
+def pixels_flipped(g: AccuracyGate, per_mosaic: dict[int, int]) -> list[np.ndarray]:
+    """The reference logits with the top-1 class of the first k pixels of mosaic m changed."""
+    out = g.reference[0].copy()
+    for m, k in per_mosaic.items():
+        flat = out[m].reshape(out.shape[1], -1)  # a view: classes x pixels
+        for p in range(k):
+            flat[(flat[:, p].argmax() + 1) % flat.shape[0], p] = flat[:, p].max() + 1
+    return [out]
+
+
+def test_a_segmenters_bound_counts_mosaics_not_pixels():
+    """96 mosaics of 64 pixels (the trained fixture's held-out set): 40 wrong pixels pass each half when
+    spread thin, but crowded into a few mosaics the per-mosaic spread puts the bound under 0.99; pixels
+    as independent units would have passed both (40 of 6144 is well inside a pixel-level bound)."""
+    g = segmenter(96)
+    assert g.bound_applies and not segmenter(MIN_MOSAICS - 1).bound_applies
+    spread = g.evaluate(pixels_flipped(g, dict.fromkeys(range(40), 1)))
+    crowded = g.evaluate(pixels_flipped(g, {0: 10, 1: 10, 2: 10, 3: 10}))
+    assert spread.agreement == crowded.agreement == pytest.approx(1 - 40 / 6144)
+    assert spread.lowest >= 0.99 and crowded.lowest >= 0.99  # the halves alone pass both
+    assert spread.met and spread.lower_bound >= 0.99
+    assert not crowded.met and crowded.lower_bound < 0.99
+    (why,) = crowded.failures()
+    assert "95% lower confidence bound" in why and "over 96 mosaics" in why
+    per_mosaic = np.ones(96)
+    per_mosaic[:4] = 54 / 64
+    assert crowded.lower_bound == pytest.approx(mosaic_lower(per_mosaic))
+    assert crowded.to_dict()["bound_applies"] is True
 
 
 def test_the_accuracy_drop_is_judged_per_half_too():

@@ -165,6 +165,8 @@ def test_trained_segmenter_int8_pixel_agreement_on_held_out_mosaics(segmenter_ch
     held = entry["parity"]["heldout"]
     assert held["metric"] == "pixel_agreement" and held["gated"] and "mosaics" in held["source"]
     assert code == 0 and held["agreement"] >= 0.99, held
+    # the 95% lower bound over the 96 mosaics as units (parity/gate.py), not over their pixels
+    assert held["bound_applies"] and held["lower_bound"] >= 0.99, held
 
 
 def test_validation_folder_gates_the_accuracy_drop(trained_checkpoint, tmp_path):
